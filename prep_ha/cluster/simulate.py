@@ -1,0 +1,268 @@
+"""Offline failover scenarios on Pacemaker's own scheduler (crm_simulate).
+
+The CIB is built by running the rendered bootstrap script's `build-cib` step (real `pcs -f`),
+checked with `crm_verify`, then each scenario injects events with `crm_simulate` and reads
+back what the scheduler did: the transition in execution order, the dependency graph, and
+where every resource runs afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP, ClusterModel
+from prep_ha.cluster.pcs import render_script
+
+REQUIRED_TOOLS = ("pcs", "cibadmin", "crm_verify", "crm_simulate", "crm_attribute")
+
+
+class SimulationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "fence", "start", "stop", "promote", ... as the scheduler names it
+    target: str  # resource id, or the fenced node
+    node: str  # where it runs ("" for fencing)
+
+    def words(self) -> str:
+        if self.kind == "fence":
+            return f"fence {self.target} through the EC2 API ({self.node or 'reboot'})"
+        return f"{self.kind} {self.target} on {self.node}"
+
+
+@dataclass
+class Transition:
+    steps: list[Step]
+    before: dict[str, tuple[str, ...]]
+    after: dict[str, tuple[str, ...]]
+    online_after: tuple[str, ...]
+    # operation_key of each graph action -> keys it waits for (Pacemaker's transition graph)
+    graph: dict[str, set[str]] = field(default_factory=dict)
+    output_cib: Path | None = None
+
+    def fenced(self) -> list[str]:
+        return [s.target for s in self.steps if s.kind == "fence"]
+
+    def index(self, kind: str, target: str, node: str | None = None) -> int:
+        for i, s in enumerate(self.steps):
+            if s.kind == kind and s.target == target and (node is None or s.node == node):
+                return i
+        raise KeyError(f"no step {kind} {target} {node or ''}")
+
+    def depends_on(self, key: str, prerequisite: str) -> bool:
+        """Whether graph action `key` (transitively) waits for `prerequisite`."""
+        seen, todo = set(), [key]
+        while todo:
+            for dep in self.graph.get(todo.pop(), ()):
+                if dep == prerequisite:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return False
+
+    def blocked_by(self, prerequisite: str) -> set[str]:
+        """Graph actions that never run if `prerequisite` fails (the transition aborts)."""
+        return {k for k in self.graph if self.depends_on(k, prerequisite)}
+
+
+def missing_tools() -> list[str]:
+    return [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+
+
+def _run(argv: list[str], *, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SimulationError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
+                              f"{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def _placements(status: ET.Element | None) -> dict[str, tuple[str, ...]]:
+    if status is None:
+        return {}
+    return {r.get("id", ""): tuple(n.get("name", "") for n in r.findall("node"))
+            for r in status.iter("resource") if r.get("active") == "true"}
+
+
+class Simulator:
+    """A scratch directory holding CIB files derived from one cluster model."""
+
+    def __init__(self, model: ClusterModel, workdir: str | os.PathLike[str] | None = None):
+        self.model = model
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="prep-ha-sim-")
+        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.node1, self.node2 = (n.name for n in model.nodes)
+        self._count = 0
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Simulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build_cib(self) -> Path:
+        """An empty CIB, configured by the bootstrap script's own `build-cib` step."""
+        script = self.dir / "bootstrap.sh"
+        script.write_text(render_script(self.model, hacluster_secret_id="simulation"))
+        cib = self.dir / "configured.xml"
+        cib.write_text(_run(["cibadmin", "--empty"]))
+        env = dict(os.environ)
+        env.update({n.instance_id_env: f"i-sim{n.node_id:013d}" for n in self.model.nodes})
+        _run(["bash", str(script), "build-cib", str(cib)], env=env)
+        # Check the configuration as pushed, before simulated nodes (with no status) exist.
+        _run(["crm_verify", "--xml-file", str(cib)])
+        for n in self.model.nodes:
+            _run(["cibadmin", "--create", "--scope", "nodes", "--xml-text",
+                  f'<node id="{n.node_id}" uname="{n.name}"/>'], env={**env, "CIB_file": str(cib)})
+        return cib
+
+    def steady(self) -> Transition:
+        """Both nodes join a freshly configured cluster."""
+        return self.simulate(self.build_cib(), "--node-up", self.node1, "--node-up", self.node2)
+
+    def set_node_attribute(self, cib: Path, node: str, name: str, value: str) -> Path:
+        out = self._next(f"attr-{name}")
+        shutil.copy(cib, out)
+        _run(["crm_attribute", "--node", node, "--name", name, "--update", value],
+             env={**os.environ, "CIB_file": str(out)})
+        return out
+
+    def _next(self, label: str) -> Path:
+        self._count += 1
+        return self.dir / f"{self._count:02d}-{label}.xml"
+
+    def simulate(self, cib: Path, *events: str) -> Transition:
+        out, graph = self._next("out"), self._next("graph")
+        xml = _run(["crm_simulate", "--xml-file", str(cib), "--quorum", "1", *events,
+                    "--simulate", "--save-output", str(out), "--save-graph", str(graph),
+                    "--output-as", "xml"])
+        root = ET.fromstring(xml)
+        steps = []
+        for a in root.find("transition") or ():
+            if a.tag == "fencing_action":
+                steps.append(Step("fence", a.get("target", ""), a.get("op", "")))
+            elif a.tag == "rsc_action":
+                steps.append(Step(a.get("op", ""), a.get("resource", ""), a.get("node", "")))
+        after = root.find("revised_cluster_status")
+        online_source = after if after is not None else root.find("cluster_status")
+        online = tuple(n.get("name", "") for n in online_source.iter("node")  # type: ignore[union-attr]
+                       if n.get("online") == "true" and n.get("standby") != "true")
+        return Transition(
+            steps=steps,
+            before=_placements(root.find("cluster_status")),
+            after=_placements(after) if after is not None else _placements(root.find("cluster_status")),
+            online_after=online,
+            graph=_graph(graph),
+            output_cib=out,
+        )
+
+
+def _graph(path: Path) -> dict[str, set[str]]:
+    deps: dict[str, set[str]] = {}
+    for synapse in ET.parse(path).getroot().iter("synapse"):
+        keys = [e.get("operation_key", "") for e in synapse.find("action_set") or ()]
+        inputs = {e.get("operation_key", "") for t in synapse.find("inputs") or () for e in t}
+        for k in keys:
+            deps.setdefault(k, set()).update(inputs)
+    return deps
+
+
+def fence_key(node: str) -> str:
+    return f"stonith-{node}-reboot"
+
+
+def members(model: ClusterModel, group: str) -> list[str]:
+    return [r.id for r in model.group(group).members]
+
+
+@dataclass
+class Scenario:
+    title: str
+    explain: str
+    run: Callable[[Simulator], Transition]
+
+
+def _monitor_key(model: ClusterModel, rsc: str) -> str:
+    for g in model.groups:
+        for r in g.members:
+            if r.id == rsc:
+                op = next(o for o in r.ops if o.name == "monitor")
+                ms = int(op.interval.rstrip("s")) * 1000
+                return f"{rsc}_monitor_{ms}"
+    raise KeyError(rsc)
+
+
+def peer_monitor_failures(sim: Simulator, count: int) -> list[Transition]:
+    """The peer service's monitor finds it dead `count` times in a row on node 1."""
+    key = _monitor_key(sim.model, "peer-service")
+    state = sim.steady()
+    results = []
+    for _ in range(count):
+        state = sim.simulate(state.output_cib, "--op-inject",  # type: ignore[arg-type]
+                             f"{key}@{sim.node1}=7")
+        results.append(state)
+    return results
+
+
+def scenarios() -> list[Scenario]:
+    """The drills of the guide and DESIGN.md, in the order an operator would walk them."""
+    return [
+        Scenario("both nodes up", "Fresh cluster: where does everything start?",
+                 lambda s: s.steady()),
+        Scenario("node 1 fails", "The active node stops answering on both corosync links.",
+                 lambda s: s.simulate(s.steady().output_cib, "--node-fail", s.node1)),
+        Scenario("node 2 fails", "The backup node stops answering on both corosync links.",
+                 lambda s: s.simulate(s.steady().output_cib, "--node-fail", s.node2)),
+        Scenario("peer service fails once", "The peer's monitor finds it stopped on node 1.",
+                 lambda s: peer_monitor_failures(s, 1)[-1]),
+        Scenario("peer service fails twice",
+                 "It fails again within failure-timeout: migration-threshold reached.",
+                 lambda s: peer_monitor_failures(s, 2)[-1]),
+        Scenario("node 1 returns after a failover", "Node 1 rejoins once node 2 took over.",
+                 lambda s: s.simulate(
+                     s.simulate(s.steady().output_cib, "--node-fail", s.node1).output_cib,  # type: ignore[arg-type]
+                     "--node-up", s.node1)),
+        Scenario("node 1 in standby", "Maintenance: `pcs node standby` on node 1.",
+                 lambda s: s.simulate(s.set_node_attribute(
+                     s.steady().output_cib, s.node1, "standby", "on"))),  # type: ignore[arg-type]
+    ]
+
+
+def describe(model: ClusterModel, title: str, explain: str, t: Transition) -> str:
+    """A transition in plain words, for operators."""
+    lines = [f"== {title}", f"   {explain}"]
+    # Probes and recurring monitors are bookkeeping; operators want the moves.
+    moves = [s for s in t.steps if s.kind != "monitor"]
+    if not moves:
+        lines.append("   the cluster does nothing")
+    for i, step in enumerate(moves, 1):
+        lines.append(f"   {i:2}. {step.words()}")
+    for group in (PEER_GROUP, CTZ_GROUP):
+        nodes = {n for r in members(model, group) for n in t.after.get(r, ())}
+        where = ", ".join(sorted(nodes)) if nodes else "stopped"
+        lines.append(f"   -> {group}: {where}")
+    fencers = [r.id for r in model.fence_devices]
+    fence_nodes = sorted({n for r in fencers for n in t.after.get(r, ())})
+    lines.append(f"   -> fencing device: {', '.join(fence_nodes) or 'stopped'}")
+    return "\n".join(lines)
+
+
+def fencing_failure_report(model: ClusterModel, sim: Simulator) -> tuple[Transition, set[str]]:
+    """Node 1 fails and fencing it fails: which actions of the transition can never run."""
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)  # type: ignore[arg-type]
+    return t, t.blocked_by(fence_key(sim.node1))

@@ -1,0 +1,369 @@
+"""Stack configuration: read once, validated into one typed object before any resource exists.
+
+Every rule raises ConfigError naming the key, what is wrong and how to fix it, so that a bad
+`Pulumi.<stack>.yaml` fails `pulumi preview` with nothing created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NAMESPACE = "icon-prep-ha"
+
+# ICON networks the icon2-node image knows (its SERVICE variable) and what they are for.
+ICON_NETWORKS = {
+    "MainNet": "mainnet",
+    "LisbonNet": "testnet",
+    "BerlinNet": "testnet",
+    "SejongNet": "testnet",
+}
+
+# Config keys this project reads; anything else in the namespace is a typo worth reporting.
+KNOWN_KEYS = (
+    "iconNetwork",
+    "availabilityZone",
+    "vpcId",
+    "vpcCidr",
+    "serviceSubnetCidr",
+    "heartbeatSubnetCidr",
+    "managementSubnetCidr",
+    "publicSubnetCidr",
+    "adminCidrs",
+    "managementAccess",
+    "instanceType",
+    "rootVolumeGiB",
+    "dataVolumeGiB",
+    "amiId",
+    "iconImageTag",
+    "clusterName",
+    "peerVip",
+    "citizenVip",
+    "terminationProtection",
+    "policyEnforcement",
+    "keystore",
+    "keystorePassword",
+)
+SECRET_KEYS = ("keystore", "keystorePassword")
+
+# Sizes of the current x86/Graviton general families, in vCPUs; memory per vCPU by family letter.
+_SIZE_VCPUS = {
+    "large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32,
+    "12xlarge": 48, "16xlarge": 64, "24xlarge": 96,
+}
+_GIB_PER_VCPU = {"m": 4, "c": 2, "r": 8}
+# ICON's P-Rep guidance for MainNet: at least 8 vCPUs and 32 GiB, not burstable.
+MAINNET_MIN_VCPUS = 8
+MAINNET_MIN_GIB = 32
+MAINNET_MIN_DATA_GIB = 500
+MIN_DATA_GIB = 100
+
+
+class ConfigError(ValueError):
+    """A stack config value that cannot be deployed; says which key, what is wrong, the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{NAMESPACE}:{key}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class InstanceSize:
+    vcpus: int
+    memory_gib: int
+    burstable: bool
+
+
+@dataclass(frozen=True)
+class NodeAddresses:
+    """Fixed private addresses of one node, chosen from the subnets so the model is known at preview."""
+
+    service_ip: str
+    heartbeat_ip: str
+    management_ip: str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str
+    icon_network: str
+    availability_zone: str
+    vpc_id: str | None
+    vpc_cidr: str
+    service_subnet_cidr: str
+    heartbeat_subnet_cidr: str
+    management_subnet_cidr: str
+    public_subnet_cidr: str
+    admin_cidrs: tuple[str, ...]
+    management_access: str
+    instance_type: str
+    root_volume_gib: int
+    data_volume_gib: int
+    ami_id: str | None
+    icon_image_tag: str
+    cluster_name: str
+    peer_vip: str
+    citizen_vip: str
+    termination_protection: bool
+    policy_enforcement: str
+    nodes: tuple[NodeAddresses, NodeAddresses] = field(repr=False)
+
+    @property
+    def is_mainnet(self) -> bool:
+        return ICON_NETWORKS[self.icon_network] == "mainnet"
+
+    @property
+    def service_prefix_len(self) -> int:
+        return ipaddress.ip_network(self.service_subnet_cidr).prefixlen
+
+    @property
+    def node_names(self) -> tuple[str, str]:
+        return (f"{self.cluster_name}-1", f"{self.cluster_name}-2")
+
+
+def instance_size(instance_type: str) -> InstanceSize:
+    """vCPUs and memory of an EC2 instance type, derived from its family letter and size."""
+    m = re.fullmatch(r"([a-z]+)(\d+)([a-z-]*)\.([a-z0-9]+)", instance_type)
+    if not m:
+        raise ConfigError(
+            "instanceType", f"{instance_type!r} is not an EC2 instance type",
+            "use a type such as m6i.2xlarge",
+        )
+    family, size = m.group(1), m.group(4)
+    if family == "t":
+        vcpus = {"medium": 2, "large": 2, "xlarge": 4, "2xlarge": 8}.get(size)
+        gib = {"medium": 4, "large": 8, "xlarge": 16, "2xlarge": 32}.get(size)
+        if vcpus is None or gib is None:
+            raise ConfigError("instanceType", f"unknown size {size!r}", "use t3.large or larger")
+        return InstanceSize(vcpus, gib, burstable=True)
+    if family[0] not in _GIB_PER_VCPU or size not in _SIZE_VCPUS:
+        raise ConfigError(
+            "instanceType",
+            f"{instance_type!r} is not a general purpose (m), compute (c) or memory (r) type "
+            "of size large or bigger",
+            "use an m, c or r type such as m6i.2xlarge",
+        )
+    vcpus = _SIZE_VCPUS[size]
+    return InstanceSize(vcpus, vcpus * _GIB_PER_VCPU[family[0]], burstable=False)
+
+
+def _network(key: str, value: Any) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as e:
+        raise ConfigError(key, f"{value!r} is not an IPv4 CIDR block ({e})",
+                          "write a network address with its prefix, e.g. 10.40.1.0/24") from None
+    return net
+
+
+def _subnet(key: str, value: Any, vpc: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    net = _network(key, value)
+    if not net.subnet_of(vpc):
+        raise ConfigError(key, f"{net} is not inside the VPC block {vpc}",
+                          "choose a block inside vpcCidr")
+    if not 16 <= net.prefixlen <= 28:
+        raise ConfigError(key, f"/{net.prefixlen} is outside the /16../28 AWS allows for a subnet",
+                          "use a prefix length between 16 and 28 (a /24 is plenty)")
+    return net
+
+
+def _host(net: ipaddress.IPv4Network, offset: int) -> str:
+    return str(net.network_address + offset)
+
+
+def _usable(key: str, value: Any, net: ipaddress.IPv4Network, taken: set[str]) -> str:
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IPv4 address",
+                          f"use a free address inside {net}") from None
+    # AWS reserves the first four addresses of a subnet and the last one.
+    if ip not in net or int(ip) - int(net.network_address) < 4 or ip == net.broadcast_address:
+        raise ConfigError(key, f"{ip} is not a usable address of the service subnet {net}",
+                          f"use an address inside {net} other than the first four and the last")
+    if str(ip) in taken:
+        raise ConfigError(key, f"{ip} is already used by a node or the other VIP",
+                          "give each VIP its own free address")
+    return str(ip)
+
+
+def _require(raw: Mapping[str, Any], key: str, fix: str) -> Any:
+    value = raw.get(key)
+    if value in (None, ""):
+        raise ConfigError(key, "is not set", fix)
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, minimum: int, fix: str) -> int:
+    value = raw.get(key, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a whole number", fix) from None
+    if number < minimum:
+        raise ConfigError(key, f"{number} is below the minimum of {minimum}", fix)
+    return number
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ConfigError(key, f"{value!r} is not true or false", "write true or false")
+
+
+def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> StackConfig:
+    """Validate the stack's `icon-prep-ha:*` values (keys without namespace) into a StackConfig."""
+    unknown = sorted(set(raw) - set(KNOWN_KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], "is not a setting of this project",
+                          f"remove it or correct the spelling; known keys: {', '.join(KNOWN_KEYS)}")
+    if not region:
+        raise ConfigError("aws:region", "is not set",
+                          "run `pulumi config set aws:region <region>`")
+
+    network = _require(raw, "iconNetwork", f"set one of {', '.join(ICON_NETWORKS)}")
+    if network not in ICON_NETWORKS:
+        raise ConfigError("iconNetwork", f"{network!r} is not an ICON network",
+                          f"use one of {', '.join(ICON_NETWORKS)}")
+    mainnet = ICON_NETWORKS[network] == "mainnet"
+
+    az = str(_require(raw, "availabilityZone", f"set a zone of {region}, e.g. {region}a"))
+    if not re.fullmatch(re.escape(region) + r"[a-z]", az):
+        raise ConfigError("availabilityZone", f"{az!r} is not a zone of region {region}",
+                          f"use a zone name such as {region}a")
+
+    vpc_id = raw.get("vpcId") or None
+    if vpc_id is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", str(vpc_id)):
+        raise ConfigError("vpcId", f"{vpc_id!r} is not a VPC id",
+                          "use an id like vpc-0abc12345def67890, or remove it to create a VPC")
+    vpc = _network("vpcCidr", raw.get("vpcCidr", "10.40.0.0/16"))
+    subnets = {
+        key: _subnet(key, raw.get(key, default), vpc)
+        for key, default in (
+            ("serviceSubnetCidr", "10.40.1.0/24"),
+            ("heartbeatSubnetCidr", "10.40.2.0/24"),
+            ("managementSubnetCidr", "10.40.3.0/24"),
+            ("publicSubnetCidr", "10.40.0.0/24"),
+        )
+    }
+    keys = list(subnets)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if subnets[a].overlaps(subnets[b]):
+                raise ConfigError(b, f"{subnets[b]} overlaps {a} {subnets[a]}",
+                                  "give the four subnets disjoint blocks")
+    service, heartbeat, management, public = subnets.values()
+
+    admin = raw.get("adminCidrs")
+    if not admin or not isinstance(admin, list | tuple):
+        raise ConfigError("adminCidrs", "is not set (a list of the networks SSH and pcsd admit)",
+                          "set it to your office or VPN egress, e.g. [\"203.0.113.7/32\"]")
+    admin_cidrs: list[str] = []
+    for value in admin:
+        net = _network("adminCidrs", value)
+        if net.prefixlen == 0:
+            raise ConfigError("adminCidrs", f"{net} would open SSH and pcsd to the whole internet",
+                              "list only your own egress addresses, e.g. 203.0.113.7/32")
+        if net.prefixlen < 8:
+            raise ConfigError("adminCidrs", f"{net} is wider than a /8",
+                              "list only the networks your operators connect from")
+        admin_cidrs.append(str(net))
+
+    access = raw.get("managementAccess", "public")
+    if access not in ("public", "private"):
+        raise ConfigError("managementAccess", f"{access!r} is neither public nor private",
+                          "use public (Elastic IP on the management ENI, admin CIDRs only) or "
+                          "private (you reach the VPC by VPN or peering)")
+    if vpc_id is not None and access == "public":
+        raise ConfigError("managementAccess", "public needs the internet gateway this project "
+                          "creates, but vpcId points at an existing VPC",
+                          "set managementAccess to private, or remove vpcId")
+
+    instance_type = str(_require(raw, "instanceType", "set e.g. m6i.2xlarge"))
+    size = instance_size(instance_type)
+    if mainnet and (size.burstable or size.vcpus < MAINNET_MIN_VCPUS
+                    or size.memory_gib < MAINNET_MIN_GIB):
+        raise ConfigError("instanceType",
+                          f"{instance_type} ({size.vcpus} vCPU, {size.memory_gib} GiB"
+                          f"{', burstable' if size.burstable else ''}) is too small for a MainNet "
+                          "P-Rep", f"use a non-burstable type with at least {MAINNET_MIN_VCPUS} "
+                          f"vCPUs and {MAINNET_MIN_GIB} GiB, e.g. m6i.2xlarge")
+
+    root_gib = _int(raw, "rootVolumeGiB", 30, 20, "use at least 20 GiB for the OS and Docker")
+    min_data = MAINNET_MIN_DATA_GIB if mainnet else MIN_DATA_GIB
+    data_gib = _int(raw, "dataVolumeGiB", min_data, min_data,
+                    f"the chain needs at least {min_data} GiB on {network}")
+
+    ami_id = raw.get("amiId") or None
+    if ami_id is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", str(ami_id)):
+        raise ConfigError("amiId", f"{ami_id!r} is not an AMI id",
+                          "use an id like ami-0abc12345def67890, or remove it for the Debian 12 "
+                          "default")
+
+    tag = str(_require(raw, "iconImageTag", "pin a release of iconloop/icon2-node, e.g. v1.4.6"))
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise ConfigError("iconImageTag", f"{tag!r} is not a Docker image tag",
+                          "use a release tag such as v1.4.6")
+    if mainnet and tag == "latest":
+        raise ConfigError("iconImageTag", "latest on MainNet lets a node restart into an "
+                          "untested release", "pin the release you validated, e.g. v1.4.6")
+
+    cluster_name = str(raw.get("clusterName", f"prep-ha-{stack}"))
+    if not re.fullmatch(r"[a-z][a-z0-9-]{2,30}", cluster_name):
+        raise ConfigError("clusterName", f"{cluster_name!r} is not 3-31 characters of a-z, 0-9 "
+                          "and '-' starting with a letter", "use a name like prep-ha-mainnet")
+
+    # Node n takes host .(10+n) in each subnet; VIPs default to .100 and .101 of the service subnet.
+    nodes = tuple(
+        NodeAddresses(_host(service, 10 + n), _host(heartbeat, 10 + n), _host(management, 10 + n))
+        for n in (1, 2)
+    )
+    taken = {n.service_ip for n in nodes}
+    peer_vip = _usable("peerVip", raw.get("peerVip", _host(service, 100)), service, taken)
+    citizen_vip = _usable("citizenVip", raw.get("citizenVip", _host(service, 101)), service,
+                          taken | {peer_vip})
+
+    protection = _bool(raw, "terminationProtection", mainnet)
+    if mainnet and not protection:
+        raise ConfigError("terminationProtection", "is false on MainNet",
+                          "remove the key; MainNet validators always keep termination protection")
+
+    enforcement = raw.get("policyEnforcement", "mandatory" if mainnet else "advisory")
+    if enforcement not in ("mandatory", "advisory"):
+        raise ConfigError("policyEnforcement", f"{enforcement!r} is not mandatory or advisory",
+                          "use mandatory or advisory")
+    if mainnet and enforcement != "mandatory":
+        raise ConfigError("policyEnforcement", "MainNet must fail a change that breaks a policy",
+                          "set it to mandatory or remove it")
+
+    return StackConfig(
+        stack=stack, region=region, icon_network=network, availability_zone=az, vpc_id=vpc_id,
+        vpc_cidr=str(vpc), service_subnet_cidr=str(service),
+        heartbeat_subnet_cidr=str(heartbeat), management_subnet_cidr=str(management), public_subnet_cidr=str(public),
+        admin_cidrs=tuple(admin_cidrs), management_access=access, instance_type=instance_type,
+        root_volume_gib=root_gib, data_volume_gib=data_gib, ami_id=ami_id, icon_image_tag=tag,
+        cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,
+        termination_protection=protection, policy_enforcement=enforcement, nodes=nodes,
+    )
+
+
+def load_stack_file(path: str, *, stack: str) -> StackConfig:
+    """Validate a `Pulumi.<stack>.yaml` file directly (for the simulate command and tests)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    values = doc.get("config", {})
+    raw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith(NAMESPACE + ":")}
+    # Secrets are encrypted in the file; only their presence matters here.
+    raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    return load_config(raw, stack=stack, region=values.get("aws:region"))

@@ -1,0 +1,116 @@
+"""Per-node cloud-init user-data, rendered from the templates in cloud-init/.
+
+Plain functions over plain values (no Pulumi types) so tests can render and validate the
+exact document a node boots with. The document carries secret *ids* only: the nodes fetch
+the values from Secrets Manager with their instance role (see cloud-init/files/prep-ha-secret).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
+# EC2 rejects user-data above 16 KiB (before base64).
+MAX_USER_DATA_BYTES = 16 * 1024
+
+# (template in cloud-init/files/, path on the node, mode)
+FILES: tuple[tuple[str, str, str], ...] = (
+    ("docker-daemon.json", "/etc/docker/daemon.json", "0644"),
+    ("aws-config", "/root/.aws/config", "0600"),
+    ("prep-ha-secret", "/usr/local/sbin/prep-ha-secret", "0755"),
+    ("prep-ha-data-volume", "/usr/local/sbin/prep-ha-data-volume", "0755"),
+    ("prep-ha-enis", "/usr/local/sbin/prep-ha-enis", "0755"),
+    ("prep-ha-enis.service", "/etc/systemd/system/prep-ha-enis.service", "0644"),
+    ("prep-ha-hacluster-password.service",
+     "/etc/systemd/system/prep-ha-hacluster-password.service", "0644"),
+    ("prep-ha-pull-image.service", "/etc/systemd/system/prep-ha-pull-image.service", "0644"),
+    ("peer.yml", "/etc/prep-ha/peer.yml", "0644"),
+    ("ctz.yml", "/etc/prep-ha/ctz.yml", "0644"),
+    ("peer.service", "/etc/systemd/system/peer.service", "0644"),
+    ("ctz.service", "/etc/systemd/system/ctz.service", "0644"),
+)
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+# Values end up inside shell scripts, unit files and YAML; none needs more than this.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
+
+
+@dataclass(frozen=True)
+class NodeUserData:
+    """Everything one node's first boot needs, all non-secret."""
+
+    node_name: str
+    region: str
+    icon_network: str
+    icon_image: str
+    data_volume_id: str
+    heartbeat_ip: str
+    heartbeat_cidr: str
+    management_ip: str
+    management_cidr: str
+    citizen_vip: str
+    p2p_advertise: str
+    keystore_secret_id: str
+    keystore_password_secret_id: str
+    hacluster_secret_id: str
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings as literal blocks so the node's files stay readable."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """Replace every {{ name }}; an unknown name is a bug in the template, not a blank."""
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise KeyError(f"template placeholder {{{{ {key} }}}} has no value")
+        return values[key]
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def _values(node: NodeUserData) -> dict[str, str]:
+    values = asdict(node)
+    for key, value in values.items():
+        if not _SAFE_VALUE.fullmatch(value):
+            raise ValueError(f"user-data value {key}={value!r} has characters unsafe in a script")
+    heartbeat = ipaddress.IPv4Network(node.heartbeat_cidr)
+    management = ipaddress.IPv4Network(node.management_cidr)
+    values["heartbeat_prefix"] = str(heartbeat.prefixlen)
+    # AWS puts a subnet's router at its network address + 1.
+    values["management_gateway"] = str(management.network_address + 1)
+    return values
+
+
+def render_user_data(node: NodeUserData, template_dir: Path = TEMPLATE_DIR) -> str:
+    """The `#cloud-config` document for one node."""
+    values = _values(node)
+    doc = yaml.safe_load(fill((template_dir / "cloud-config.yaml").read_text(), values))
+    doc["write_files"] = [
+        {
+            "path": path,
+            "permissions": mode,
+            "owner": "root:root",
+            "content": fill((template_dir / "files" / source).read_text(), values),
+        }
+        for source, path, mode in FILES
+    ]
+    text = "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
+    size = len(text.encode())
+    if size > MAX_USER_DATA_BYTES:
+        raise ValueError(f"user-data is {size} bytes, above EC2's limit of {MAX_USER_DATA_BYTES}")
+    return text

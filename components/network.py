@@ -46,6 +46,7 @@ class Network(pulumi.ComponentResource):
         cfg = args.config
         self._cfg = cfg
         self._name = name
+        self._sg_names: dict[aws.ec2.SecurityGroup, str] = {}
         child = pulumi.ResourceOptions(parent=self)
 
         if cfg.vpc_id is None:
@@ -91,7 +92,8 @@ class Network(pulumi.ComponentResource):
 
         service_sg = self._security_group("service", vpc_id,
                                           "ICON P2P and JSON-RPC via the NLB; corosync link 1")
-        heartbeat_sg = self._security_group("heartbeat", vpc_id, "corosync link 0 between the nodes")
+        heartbeat_sg = self._security_group("heartbeat", vpc_id,
+                                            "corosync link 0 between the nodes")
         management_sg = self._security_group("management", vpc_id,
                                              "SSH and pcsd from admins and the other node")
         node_ips = [n.service_ip for n in cfg.nodes]
@@ -164,22 +166,24 @@ class Network(pulumi.ComponentResource):
     def _security_group(self, role: str, vpc_id: pulumi.Input[str],
                         description: str) -> aws.ec2.SecurityGroup:
         # Rules are separate resources (below) so each one is visible to review and policy.
-        return aws.ec2.SecurityGroup(
+        sg = aws.ec2.SecurityGroup(
             f"{self._name}-{role}-sg", vpc_id=vpc_id, description=description,
             tags=self._tags(role), opts=pulumi.ResourceOptions(parent=self))
+        self._sg_names[sg] = f"{self._name}-{role}"
+        return sg
 
     def _ingress(self, sg: aws.ec2.SecurityGroup, label: str, protocol: str,
                  ports: tuple[int, int], cidrs: list[str], description: str) -> None:
         for i, cidr in enumerate(cidrs):
             aws.vpc.SecurityGroupIngressRule(
-                f"{sg._name}-{label}-{i}", security_group_id=sg.id, ip_protocol=protocol,
+                f"{self._sg_names[sg]}-{label}-{i}", security_group_id=sg.id, ip_protocol=protocol,
                 from_port=ports[0], to_port=ports[1], cidr_ipv4=cidr, description=description,
                 opts=pulumi.ResourceOptions(parent=self))
 
     def _egress(self, sg: aws.ec2.SecurityGroup, cidr: str, description: str) -> None:
         aws.vpc.SecurityGroupEgressRule(
-            f"{sg._name}-egress", security_group_id=sg.id, ip_protocol="-1", cidr_ipv4=cidr,
-            description=description, opts=pulumi.ResourceOptions(parent=self))
+            f"{self._sg_names[sg]}-egress", security_group_id=sg.id, ip_protocol="-1",
+            cidr_ipv4=cidr, description=description, opts=pulumi.ResourceOptions(parent=self))
 
 
 def _hosts(ips: list[str]) -> list[str]:

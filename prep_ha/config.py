@@ -81,7 +81,7 @@ class InstanceSize:
 
 @dataclass(frozen=True)
 class NodeAddresses:
-    """Fixed private addresses of one node, chosen from the subnets so the model is known at preview."""
+    """A node's fixed private addresses: fixed so the cluster model is known at preview."""
 
     service_ip: str
     heartbeat_ip: str
@@ -125,6 +125,19 @@ class StackConfig:
     @property
     def node_names(self) -> tuple[str, str]:
         return (f"{self.cluster_name}-1", f"{self.cluster_name}-2")
+
+    # Secrets Manager names: the nodes fetch these by name with their instance role.
+    @property
+    def hacluster_secret_name(self) -> str:
+        return f"{self.cluster_name}/hacluster-password"
+
+    @property
+    def keystore_secret_name(self) -> str:
+        return f"{self.cluster_name}/keystore"
+
+    @property
+    def keystore_password_secret_name(self) -> str:
+        return f"{self.cluster_name}/keystore-password"
 
 
 def instance_size(instance_type: str) -> InstanceSize:
@@ -348,7 +361,8 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
     return StackConfig(
         stack=stack, region=region, icon_network=network, availability_zone=az, vpc_id=vpc_id,
         vpc_cidr=str(vpc), service_subnet_cidr=str(service),
-        heartbeat_subnet_cidr=str(heartbeat), management_subnet_cidr=str(management), public_subnet_cidr=str(public),
+        heartbeat_subnet_cidr=str(heartbeat), management_subnet_cidr=str(management),
+        public_subnet_cidr=str(public),
         admin_cidrs=tuple(admin_cidrs), management_access=access, instance_type=instance_type,
         root_volume_gib=root_gib, data_volume_gib=data_gib, ami_id=ami_id, icon_image_tag=tag,
         cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,

@@ -35,7 +35,7 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("ctz.service", "/etc/systemd/system/ctz.service", "0644"),
 )
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 # Values end up inside shell scripts, unit files and YAML; none needs more than this.
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:/@+=,-]*")
 
@@ -65,7 +65,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
 _Dumper.add_representer(str, _represent_str)
@@ -80,7 +81,10 @@ def fill(template: str, values: dict[str, str]) -> str:
             raise KeyError(f"template placeholder {{{{ {key} }}}} has no value")
         return values[key]
 
-    return _PLACEHOLDER.sub(value, template)
+    text = _PLACEHOLDER.sub(value, template)
+    if "{{" in text:
+        raise ValueError(f"malformed placeholder near {text[text.index('{{'):][:40]!r}")
+    return text
 
 
 def _values(node: NodeUserData) -> dict[str, str]:

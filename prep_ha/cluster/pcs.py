@@ -9,8 +9,11 @@ to judge what will really be deployed.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
+import subprocess
+import tempfile
 
 from prep_ha.cluster.model import (
     ClusterModel,
@@ -91,10 +94,23 @@ def setup_command(model: ClusterModel) -> list[str]:
     words = [c.cluster_name]
     for n in model.nodes:
         words += [n.name, f"addr={n.heartbeat_ip}", f"addr={n.service_ip}"]
-    words += ["transport", c.transport, "link", "linknumber=0", "link", "linknumber=1",
-              "totem", f"token={c.token_ms}", f"consensus={c.consensus_ms}",
-              "quorum", f"two_node={int(c.two_node)}"]
+    # pcs itself writes two_node: 1 for a two-node cluster (it refuses the option), and
+    # two_node implies wait_for_all; saying wait_for_all here keeps that visible in review.
+    if c.two_node != (len(model.nodes) == 2):
+        raise ValueError("two_node is set by pcs exactly when the cluster has two nodes")
+    words += ["transport", c.transport, "totem", f"token={c.token_ms}",
+              f"consensus={c.consensus_ms}", "quorum", "wait_for_all=1"]
     return words
+
+
+def corosync_conf(model: ClusterModel) -> str:
+    """corosync.conf exactly as `pcs cluster setup` writes it for this model (no nodes needed)."""
+    with tempfile.TemporaryDirectory(prefix="prep-ha-corosync-") as tmp:
+        path = os.path.join(tmp, "corosync.conf")
+        subprocess.run(["pcs", "cluster", "setup", *setup_command(model), "--corosync_conf", path,
+                        "--no-cluster-uuid"], check=True, capture_output=True, text=True)
+        with open(path, encoding="utf-8") as f:
+            return f.read()
 
 
 def model_digest(model: ClusterModel) -> str:
@@ -108,6 +124,7 @@ def _line(prefix: str, argv: list[str]) -> str:
 def render_script(model: ClusterModel, *, hacluster_secret_id: str) -> str:
     """The bootstrap script for node 1. Deterministic: the same model gives the same bytes."""
     nodes = model.nodes
+    name = model.corosync.cluster_name
     env_checks = "\n".join(
         f'  : "${{{n.instance_id_env}:?instance id of {n.name} (set by the bootstrap)}}"'
         for n in nodes)
@@ -123,6 +140,7 @@ def render_script(model: ClusterModel, *, hacluster_secret_id: str) -> str:
 #   push            build the configuration from the live CIB and push it if it changed
 set -euo pipefail
 MODEL_DIGEST={model_digest(model)}
+COROSYNC_CONF=${{COROSYNC_CONF:-/etc/corosync/corosync.conf}}
 
 require_instance_ids() {{
 {env_checks}
@@ -134,11 +152,15 @@ build_cib() {{
 }}
 
 setup() {{
-  if [ -e /etc/corosync/corosync.conf ]; then
-    # Never `pcs cluster setup --force` here: it would destroy a live cluster.
-    echo "corosync.conf exists: cluster already set up, leaving it as it is"
+  # Never `pcs cluster setup --force` here: it would destroy a live cluster.
+  if grep -qx ' *cluster_name: {name}' "$COROSYNC_CONF" 2>/dev/null; then
+    echo "cluster {name} already set up, leaving corosync.conf as it is"
+  elif pcs status >/dev/null 2>&1; then
+    echo "a cluster other than {name} runs on this node: refusing to touch it" >&2
+    exit 1
   else
-    pcs host auth {auth_nodes} -u hacluster -p "$(/usr/local/sbin/prep-ha-secret {shlex.quote(hacluster_secret_id)})"
+    pcs host auth {auth_nodes} -u hacluster \
+      -p "$(/usr/local/sbin/prep-ha-secret {shlex.quote(hacluster_secret_id)})"
     {_line(SETUP, setup_command(model))}
   fi
   pcs cluster start --all --wait=300
@@ -149,7 +171,8 @@ push() {{
   require_instance_ids
   local digest current
   digest=$(printf '%s %s %s' "$MODEL_DIGEST" {ids} | sha256sum | cut -c1-16)
-  current=$(crm_attribute --type crm_config --name {DIGEST_ATTR} --query --quiet 2>/dev/null || true)
+  current=$(crm_attribute --type crm_config --name {DIGEST_ATTR} --query --quiet \
+    2>/dev/null || true)
   if [ "$digest" = "$current" ]; then
     echo "cluster configuration $digest already pushed, nothing to do"
     return 0
@@ -271,7 +294,8 @@ def parse_script(script: str) -> ClusterModel:
             node, score = argv[4].split("=", 1)
             locations.append(Location(argv[2], node, score))
         elif head == ["constraint", "colocation"] and argv[2] == "add":
-            colocations.append(Colocation(argv[3], argv[5], argv[6] if len(argv) > 6 else "INFINITY"))
+            score = argv[6] if len(argv) > 6 else "INFINITY"
+            colocations.append(Colocation(argv[3], argv[5], score))
         elif head == ["constraint", "order"]:
             opts = dict(_pairs(argv[7:]))
             orders.append(Order(argv[2], argv[3], argv[5], argv[6], opts.get("kind", "Mandatory"),
@@ -310,5 +334,5 @@ def _parse_setup(words: list[str]) -> tuple[Corosync, list[ClusterNode]]:
     opts = dict(w.split("=", 1) for w in rest if "=" in w)
     transport = rest[rest.index("transport") + 1] if "transport" in rest else "knet"
     corosync = Corosync(name, transport, int(opts.get("token", 3000)),
-                        int(opts.get("consensus", 3600)), opts.get("two_node") == "1")
+                        int(opts.get("consensus", 3600)), len(nodes) == 2)
     return corosync, nodes

@@ -104,6 +104,7 @@ class Simulator:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.node1, self.node2 = (n.name for n in model.nodes)
         self._count = 0
+        self._steady: Transition | None = None
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -132,8 +133,11 @@ class Simulator:
         return cib
 
     def steady(self) -> Transition:
-        """Both nodes join a freshly configured cluster."""
-        return self.simulate(self.build_cib(), "--node-up", self.node1, "--node-up", self.node2)
+        """Both nodes join a freshly configured cluster (built once: pcs is slow to start)."""
+        if self._steady is None:
+            self._steady = self.simulate(self.build_cib(), "--node-up", self.node1,
+                                         "--node-up", self.node2)
+        return self._steady
 
     def set_node_attribute(self, cib: Path, node: str, name: str, value: str) -> Path:
         out = self._next(f"attr-{name}")
@@ -158,14 +162,16 @@ class Simulator:
                 steps.append(Step("fence", a.get("target", ""), a.get("op", "")))
             elif a.tag == "rsc_action":
                 steps.append(Step(a.get("op", ""), a.get("resource", ""), a.get("node", "")))
+        # A run that changes nothing has no revised status: the input status stands.
         after = root.find("revised_cluster_status")
-        online_source = after if after is not None else root.find("cluster_status")
-        online = tuple(n.get("name", "") for n in online_source.iter("node")  # type: ignore[union-attr]
+        if after is None:
+            after = root.find("cluster_status")
+        online = tuple(n.get("name", "") for n in after.iter("node")  # type: ignore[union-attr]
                        if n.get("online") == "true" and n.get("standby") != "true")
         return Transition(
             steps=steps,
             before=_placements(root.find("cluster_status")),
-            after=_placements(after) if after is not None else _placements(root.find("cluster_status")),
+            after=_placements(after),
             online_after=online,
             graph=_graph(graph),
             output_cib=out,

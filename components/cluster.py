@@ -1,0 +1,87 @@
+"""Bootstrap of the Pacemaker cluster over SSH, with the script rendered from the cluster model.
+
+The script travels as the Commands' stdin and depends only on stack config, so it is known at
+`pulumi preview` time and the policy pack judges it even before the instances exist; the
+instance ids (known only after EC2 creates the nodes) reach it as environment on the command
+line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from prep_ha.cluster.model import build_model
+from prep_ha.cluster.pcs import model_digest, render_script
+from prep_ha.config import StackConfig
+
+# cloud-init exits 2 for "done, with recoverable errors" (e.g. a deprecated key): still done.
+WAIT_FOR_CLOUD_INIT = (
+    "sudo cloud-init status --wait >/dev/null || [ $? -eq 2 ]; "
+    "test -x /usr/local/sbin/prep-ha-secret && systemctl is-active --quiet pcsd"
+)
+SETUP = "sudo bash -s setup"
+# pcs stops resources, then pacemaker, then corosync on both nodes: no fencing on the way down.
+STOP_CLUSTER = "sudo pcs cluster stop --all --request-timeout=300"
+
+
+@dataclass
+class PacemakerClusterArgs:
+    config: StackConfig
+    instance_ids: Sequence[pulumi.Input[str]]  # node 1, node 2
+    ssh_hosts: Sequence[pulumi.Input[str]]  # management EIP or management private IP
+    ssh_user: str
+    ssh_private_key: pulumi.Input[str]
+    ready: Sequence[pulumi.Resource]  # instances, ENI attachments, EIPs, volume attachments
+
+
+def push_command(env_names: Sequence[str], instance_ids: Sequence[str]) -> str:
+    """The command line of the CIB push: instance ids as environment, the script on stdin."""
+    env = " ".join(f"{n}={shlex.quote(i)}" for n, i in zip(env_names, instance_ids, strict=True))
+    return f"sudo env {env} bash -s push"
+
+
+class PacemakerCluster(pulumi.ComponentResource):
+    """Waits for both nodes, sets up Corosync once, and pushes the whole CIB (STONITH included)."""
+
+    def __init__(self, name: str, args: PacemakerClusterArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("icon-prep-ha:cluster:PacemakerCluster", name, None, opts)
+        cfg = args.config
+        model = build_model(cfg)
+        script = render_script(model, hacluster_secret_id=cfg.hacluster_secret_name)
+        connections = [
+            remote.ConnectionArgs(host=host, user=args.ssh_user,
+                                  private_key=args.ssh_private_key,
+                                  # Fresh instances take a minute or two before sshd answers.
+                                  dial_error_limit=60, per_dial_timeout=10)
+            for host in args.ssh_hosts
+        ]
+        waits = [
+            remote.Command(
+                f"{name}-{node}-cloud-init", connection=conn, create=WAIT_FOR_CLOUD_INIT,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.ready)))
+            for node, conn in zip(cfg.node_names, connections, strict=True)
+        ]
+        # A changed script re-runs `setup`, which leaves an existing corosync.conf alone; no
+        # triggers here, because a replacement would run `delete` and stop a live cluster.
+        setup = remote.Command(
+            f"{name}-corosync-setup", connection=connections[0], create=SETUP, update=SETUP,
+            stdin=script, delete=STOP_CLUSTER,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=waits))
+        env_names = [n.instance_id_env for n in model.nodes]
+        push = pulumi.Output.all(*args.instance_ids).apply(
+            lambda ids: push_command(env_names, ids))
+        self.cib_push = remote.Command(
+            f"{name}-cib-push", connection=connections[0], create=push, update=push,
+            stdin=script, triggers=[model_digest(model)],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[setup]))
+        self.script = pulumi.Output.from_input(script)
+        self.pcs_status_command = pulumi.Output.concat(
+            "ssh ", args.ssh_user, "@", args.ssh_hosts[0], " sudo pcs status --full")
+        self.register_outputs({"cibPush": self.cib_push.stdout,
+                               "pcsStatusCommand": self.pcs_status_command})

@@ -1,0 +1,223 @@
+"""The two cluster nodes: instances, their three ENIs, data volumes and management addresses.
+
+Debian 12 on purpose: the nodes then run the same Pacemaker 2.1.5, pcs 0.11.5,
+fence-agents 4.12 and resource-agents 4.12 that the project's offline tests (pcs -f,
+crm_verify, crm_simulate) and the lab run, so what the tests prove is what production runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.tags import NODE_TAG, ROLE_TAG, cluster_tags
+from prep_ha.config import StackConfig
+from prep_ha.userdata import NodeUserData, render_user_data
+
+# Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
+DEBIAN_AMI_OWNER = "136693071363"
+SSH_USER = "admin"
+# Attached as /dev/sdf; Nitro renames it to an nvme device, which the node finds by
+# volume id (cloud-init/files/prep-ha-data-volume).
+DATA_DEVICE = "/dev/sdf"
+HEARTBEAT_DEVICE_INDEX = 1
+MANAGEMENT_DEVICE_INDEX = 2
+
+
+def ami_architecture(instance_type: str) -> str:
+    """arm64 for Graviton types (a `g` in the family attributes: m7g, c6gn, t4g), else x86_64."""
+    m = re.fullmatch(r"[a-z]+\d+([a-z-]*)\..+", instance_type)
+    return "arm64" if m and "g" in m.group(1) else "x86_64"
+
+
+def debian_ami_name_pattern(architecture: str) -> str:
+    return f"debian-12-{'arm64' if architecture == 'arm64' else 'amd64'}-*"
+
+
+@dataclass(frozen=True)
+class NodePairArgs:
+    config: StackConfig
+    service_subnet_id: pulumi.Input[str]
+    heartbeat_subnet_id: pulumi.Input[str]
+    management_subnet_id: pulumi.Input[str]
+    service_security_group_id: pulumi.Input[str]
+    heartbeat_security_group_id: pulumi.Input[str]
+    management_security_group_id: pulumi.Input[str]
+    instance_profile_name: pulumi.Input[str]
+    key_name: pulumi.Input[str]
+    # The NLB's Elastic IP: the P2P address the peer advertises.
+    p2p_public_ip: pulumi.Input[str]
+    keystore_secret_arn: pulumi.Input[str]
+    keystore_password_secret_arn: pulumi.Input[str]
+    hacluster_password_secret_arn: pulumi.Input[str]
+    # First boot installs packages and reads secrets once: the NAT route, the role's
+    # policies and the secret versions must exist before the instances start.
+    boot_after: Sequence[pulumi.Resource]
+    # Management Elastic IPs need the internet gateway.
+    internet_ready: Sequence[pulumi.Resource]
+
+
+class NodePair(pulumi.ComponentResource):
+    instance_ids: list[pulumi.Output[str]]
+    ssh_hosts: list[pulumi.Output[str]]
+    service_eni_ids: list[pulumi.Output[str]]
+    # Everything the Pacemaker bootstrap must wait for.
+    ready: list[pulumi.Resource]
+
+    def __init__(self, name: str, args: NodePairArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("icon-prep-ha:node:NodePair", name, None, opts)
+        cfg = args.config
+        self._args = args
+        self._name = name
+
+        ami_id: pulumi.Input[str]
+        if cfg.ami_id:
+            ami_id = cfg.ami_id
+        else:
+            arch = ami_architecture(cfg.instance_type)
+            ami_id = aws.ec2.get_ami_output(
+                most_recent=True, owners=[DEBIAN_AMI_OWNER],
+                filters=[
+                    {"name": "name", "values": [debian_ami_name_pattern(arch)]},
+                    {"name": "architecture", "values": [arch]},
+                    {"name": "virtualization-type", "values": ["hvm"]},
+                ],
+                opts=pulumi.InvokeOutputOptions(parent=self)).id
+
+        # Spread: the two nodes never share a rack (power, network) inside the one AZ.
+        placement = aws.ec2.PlacementGroup(
+            f"{name}-spread", name=f"{cfg.cluster_name}-spread", strategy="spread",
+            spread_level="rack",
+            tags=cluster_tags(cfg.cluster_name, f"{cfg.cluster_name}-spread"),
+            opts=pulumi.ResourceOptions(parent=self))
+
+        self.instance_ids = []
+        self.ssh_hosts = []
+        self.service_eni_ids = []
+        self.ready = []
+        for index in range(2):
+            self._node(index, ami_id, placement)
+
+        self.register_outputs({
+            "instanceIds": self.instance_ids,
+            "sshHosts": self.ssh_hosts,
+            "serviceEniIds": self.service_eni_ids,
+        })
+
+    def _node(self, index: int, ami_id: pulumi.Input[str],
+              placement: aws.ec2.PlacementGroup) -> None:
+        args, cfg = self._args, self._args.config
+        node_name = cfg.node_names[index]
+        addresses = cfg.nodes[index]
+        # Node 1 starts as the active node holding the peer VIP, node 2 as the backup with
+        # the citizen VIP; Pacemaker moves them afterwards.
+        role, vip = ("active", cfg.peer_vip) if index == 0 else ("backup", cfg.citizen_vip)
+        prefix = f"{self._name}-{index + 1}"
+
+        def tags(what: str) -> dict[str, str]:
+            return cluster_tags(cfg.cluster_name, f"{node_name}-{what}",
+                                **{NODE_TAG: node_name})
+
+        # Device index 0: awsvip moves the VIP to the ENI of the instance's primary MAC.
+        service_eni = aws.ec2.NetworkInterface(
+            f"{prefix}-service-eni", subnet_id=args.service_subnet_id,
+            private_ip_list_enabled=True, private_ip_lists=[addresses.service_ip, vip],
+            security_groups=[args.service_security_group_id],
+            description=f"{node_name} service: VIPs, ICON, corosync link 1",
+            tags=tags("service"),
+            # Pacemaker (awsvip) moves the VIPs between the two service ENIs at failover.
+            # Pulumi must not move them back on the next `up`: it only sets the VIP at
+            # creation and then ignores the ENI's address list.
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["privateIpLists", "privateIps", "privateIpsCount"]))
+        heartbeat_eni = aws.ec2.NetworkInterface(
+            f"{prefix}-heartbeat-eni", subnet_id=args.heartbeat_subnet_id,
+            private_ip_list_enabled=True, private_ip_lists=[addresses.heartbeat_ip],
+            security_groups=[args.heartbeat_security_group_id],
+            description=f"{node_name} heartbeat: corosync link 0", tags=tags("heartbeat"),
+            opts=pulumi.ResourceOptions(parent=self))
+        management_eni = aws.ec2.NetworkInterface(
+            f"{prefix}-management-eni", subnet_id=args.management_subnet_id,
+            private_ip_list_enabled=True, private_ip_lists=[addresses.management_ip],
+            security_groups=[args.management_security_group_id],
+            description=f"{node_name} management: SSH, pcsd", tags=tags("management"),
+            opts=pulumi.ResourceOptions(parent=self))
+
+        data_volume = aws.ebs.Volume(
+            f"{prefix}-data", availability_zone=cfg.availability_zone,
+            size=cfg.data_volume_gib, type="gp3", encrypted=True, tags=tags("data"),
+            # The chain data outlives instance replacements; on MainNet Pulumi refuses to
+            # delete it at all.
+            opts=pulumi.ResourceOptions(parent=self, protect=cfg.termination_protection))
+
+        user_data = pulumi.Output.all(
+            data_volume.id, args.p2p_public_ip, args.keystore_secret_arn,
+            args.keystore_password_secret_arn, args.hacluster_password_secret_arn,
+        ).apply(lambda v: render_user_data(NodeUserData(
+            node_name=node_name, region=cfg.region, icon_network=cfg.icon_network,
+            icon_image=f"iconloop/icon2-node:{cfg.icon_image_tag}", data_volume_id=v[0],
+            heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
+            management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
+            citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
+            keystore_secret_id=v[2], keystore_password_secret_id=v[3],
+            hacluster_secret_id=v[4])))
+
+        instance = aws.ec2.Instance(
+            f"{prefix}-instance", ami=ami_id, instance_type=cfg.instance_type,
+            placement_group=placement.name, key_name=args.key_name,
+            iam_instance_profile=args.instance_profile_name,
+            primary_network_interface={"network_interface_id": service_eni.id},
+            # IMDSv2 only; hop limit 1 keeps the role's credentials out of containers
+            # (the ICON containers use bridge networking and need no IMDS).
+            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
+                              "http_put_response_hop_limit": 1},
+            root_block_device={"volume_type": "gp3", "volume_size": cfg.root_volume_gib,
+                               "encrypted": True, "delete_on_termination": True,
+                               "tags": tags("root")},
+            disable_api_termination=cfg.termination_protection,
+            # fence_aws fences by StopInstances: stop protection would disable STONITH.
+            disable_api_stop=False,
+            user_data=user_data,
+            tags={**tags("instance"), "Name": node_name, ROLE_TAG: role},
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(args.boot_after),
+                # A newer Debian image must not replace a live validator, and user-data
+                # only acts on first boot, so changing it would merely stop/start a node.
+                ignore_changes=["ami", "userData"]))
+
+        attachments: list[pulumi.Resource] = [
+            aws.ec2.NetworkInterfaceAttachment(
+                f"{prefix}-heartbeat-eni", instance_id=instance.id,
+                network_interface_id=heartbeat_eni.id, device_index=HEARTBEAT_DEVICE_INDEX,
+                opts=pulumi.ResourceOptions(parent=self)),
+            aws.ec2.NetworkInterfaceAttachment(
+                f"{prefix}-management-eni", instance_id=instance.id,
+                network_interface_id=management_eni.id, device_index=MANAGEMENT_DEVICE_INDEX,
+                opts=pulumi.ResourceOptions(parent=self)),
+            aws.ec2.VolumeAttachment(
+                f"{prefix}-data", instance_id=instance.id, volume_id=data_volume.id,
+                device_name=DATA_DEVICE, stop_instance_before_detaching=True,
+                opts=pulumi.ResourceOptions(parent=self)),
+        ]
+
+        if cfg.management_access == "public":
+            eip = aws.ec2.Eip(
+                f"{prefix}-management-eip", domain="vpc",
+                network_interface=management_eni.id,
+                associate_with_private_ip=addresses.management_ip, tags=tags("management"),
+                opts=pulumi.ResourceOptions(parent=self,
+                                            depends_on=list(args.internet_ready)))
+            attachments.append(eip)
+            ssh_host: pulumi.Output[str] = eip.public_ip
+        else:
+            ssh_host = pulumi.Output.from_input(addresses.management_ip)
+
+        self.instance_ids.append(instance.id)
+        self.ssh_hosts.append(ssh_host)
+        self.service_eni_ids.append(service_eni.id)
+        self.ready.extend([instance, *attachments])

@@ -1,0 +1,78 @@
+"""The lab's wiring: network namespaces on two private bridges, nothing in the host namespace.
+
+A "switch" namespace holds both bridges, so that every lab address, route and ARP entry lives
+in namespaces the lab created; pulling a node's cable is `ip link set down` on its switch port.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PREFIX = "phl-"
+SWITCH = PREFIX + "sw"
+BRIDGES = ("hb", "svc")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
+        input: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command, bounded in time; a failure carries its output."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              input=input, env=env, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"{' '.join(argv)} timed out after {timeout}s") from e
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def in_ns(ns: str, *argv: str, check: bool = True) -> str:
+    return run(["ip", "netns", "exec", ns, *argv], check=check)
+
+
+@dataclass(frozen=True)
+class Port:
+    """One veth: `inner` in the host namespace `ns`, its peer `outer` on `bridge` in the switch."""
+
+    ns: str
+    inner: str
+    outer: str
+    bridge: str
+    address: str  # address/prefix inside ns
+
+
+def namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def create(hosts: Sequence[str], ports: Sequence[Port]) -> None:
+    for ns in (SWITCH, *hosts):
+        run(["ip", "netns", "add", ns])
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+    for br in BRIDGES:
+        in_ns(SWITCH, "ip", "link", "add", br, "type", "bridge")
+        in_ns(SWITCH, "ip", "link", "set", br, "up")
+    for p in ports:
+        # Created in the switch namespace so that no lab link ever appears in the host's.
+        in_ns(SWITCH, "ip", "link", "add", p.outer, "type", "veth", "peer", "name", p.inner,
+              "netns", p.ns)
+        in_ns(SWITCH, "ip", "link", "set", p.outer, "master", p.bridge, "up")
+        in_ns(p.ns, "ip", "addr", "add", p.address, "dev", p.inner)
+        in_ns(p.ns, "ip", "link", "set", p.inner, "up")
+
+
+def set_cable(outer: str, up: bool) -> None:
+    in_ns(SWITCH, "ip", "link", "set", outer, "up" if up else "down")
+
+
+def destroy() -> None:
+    """Delete every lab namespace; their veths and bridges go with them. Safe to run any time."""
+    for ns in namespaces():
+        run(["ip", "netns", "delete", ns], check=False)

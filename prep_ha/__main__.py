@@ -1,0 +1,68 @@
+"""Operator commands that need no cloud: `python -m prep_ha simulate|render --stack NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prep_ha.cluster.model import build_model
+from prep_ha.cluster.pcs import render_script
+from prep_ha.cluster.simulate import (
+    Simulator,
+    describe,
+    fence_key,
+    fencing_failure_report,
+    missing_tools,
+    scenarios,
+)
+from prep_ha.config import ConfigError, load_stack_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _simulate(model_stack: str) -> int:
+    missing = missing_tools()
+    if missing:
+        print(f"missing Pacemaker tools: {', '.join(missing)} "
+              "(apt-get install pacemaker pacemaker-cli-utils pcs)", file=sys.stderr)
+        return 2
+    cfg = load_stack_file(str(ROOT / f"Pulumi.{model_stack}.yaml"), stack=model_stack)
+    model = build_model(cfg)
+    print(f"Cluster {cfg.cluster_name}: the bootstrap script's CIB, run through Pacemaker's "
+          "scheduler (crm_simulate)\n")
+    with Simulator(model) as sim:
+        for sc in scenarios():
+            print(describe(model, sc.title, sc.explain, sc.run(sim)) + "\n")
+        t, blocked = fencing_failure_report(model, sim)
+        peer_starts = sorted(k for k in blocked if k.endswith("_start_0") and k.startswith("peer"))
+        print("== fencing node 1 fails\n"
+              "   Node 1 fails and the EC2 API refuses to stop it. Every Peer start on node 2\n"
+              f"   waits for {fence_key(sim.node1)}, so none of them runs: "
+              f"{', '.join(peer_starts)}\n"
+              "   -> Peer: not started anywhere until fencing succeeds (never on two nodes)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prep_ha", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("simulate", "show each failover scenario as Pacemaker plans it"),
+                       ("render", "print the bootstrap script the stack would run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--stack", required=True, help="stack name, e.g. testnet or mainnet")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _simulate(args.stack)
+        cfg = load_stack_file(str(ROOT / f"Pulumi.{args.stack}.yaml"), stack=args.stack)
+        print(render_script(build_model(cfg), hacluster_secret_id=cfg.hacluster_secret_name),
+              end="")
+        return 0
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

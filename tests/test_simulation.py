@@ -1,0 +1,129 @@
+"""Failover scenarios on Pacemaker's own scheduler: the rendered script's `pcs -f` part builds
+the CIB for real, crm_verify checks it, crm_simulate plays each failure."""
+
+import pytest
+
+from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP
+from prep_ha.cluster.simulate import (
+    Simulator,
+    fence_key,
+    fencing_failure_report,
+    members,
+    missing_tools,
+    peer_monitor_failures,
+)
+from tests.test_cluster_model import stack_model
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_tools()),
+    reason=f"Pacemaker tools missing: {missing_tools()} (apt-get install pacemaker pcs)")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    _, model = stack_model("testnet")
+    with Simulator(model) as s:
+        yield s
+
+
+def where(sim, t, group):
+    return {n for r in members(sim.model, group) for n in t.after.get(r, ())}
+
+
+def assert_peer_never_twice(sim, t):
+    for rsc in members(sim.model, PEER_GROUP):
+        assert len(t.before.get(rsc, ())) <= 1 and len(t.after.get(rsc, ())) <= 1
+    assert not (where(sim, t, PEER_GROUP) & where(sim, t, CTZ_GROUP))
+
+
+@pytest.mark.parametrize("stack", ["testnet", "mainnet"])
+def test_both_nodes_up(stack):
+    _, model = stack_model(stack)
+    with Simulator(model) as s:
+        t = s.steady()
+        assert where(s, t, PEER_GROUP) == {s.node1}
+        assert where(s, t, CTZ_GROUP) == {s.node2}
+        assert t.after.get("fence-aws") in ((s.node1,), (s.node2,))
+        assert t.fenced() == []
+
+
+def test_node1_fails_is_fenced_before_peer_moves(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
+    assert t.fenced() == [sim.node1]
+    fence = t.index("fence", sim.node1)
+    for rsc in members(sim.model, PEER_GROUP):
+        assert t.index("start", rsc, sim.node2) > fence
+        assert t.depends_on(f"{rsc}_start_0", fence_key(sim.node1))
+        # The citizen releases the shared chain volume before the peer starts there.
+        assert t.depends_on(f"{rsc}_start_0", "ctz-service_stop_0")
+    assert where(sim, t, PEER_GROUP) == {sim.node2}
+    assert where(sim, t, CTZ_GROUP) == set()
+    assert sim.node1 not in t.online_after
+    assert_peer_never_twice(sim, t)
+
+
+def test_node2_fails_is_fenced_and_peer_is_untouched(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node2)
+    assert t.fenced() == [sim.node2]
+    peer = set(members(sim.model, PEER_GROUP))
+    assert not [s for s in t.steps if s.target in peer and s.kind in ("stop", "start")]
+    assert where(sim, t, PEER_GROUP) == {sim.node1}
+    assert where(sim, t, CTZ_GROUP) == set()
+
+
+def test_peer_service_failure_restarts_in_place_then_moves(sim):
+    first, second = peer_monitor_failures(sim, 2)
+    # First failure: restart on node 1, nothing else moves, nobody is fenced.
+    assert [(s.kind, s.target, s.node) for s in first.steps if s.kind != "monitor"] == [
+        ("stop", "peer-service", sim.node1), ("start", "peer-service", sim.node1)]
+    assert where(sim, first, PEER_GROUP) == {sim.node1}
+    assert where(sim, first, CTZ_GROUP) == {sim.node2}
+    # Second failure reaches migration-threshold: Peer moves, the citizen swaps places.
+    assert second.fenced() == []
+    assert where(sim, second, PEER_GROUP) == {sim.node2}
+    assert where(sim, second, CTZ_GROUP) == {sim.node1}
+    assert second.index("stop", "ctz-service", sim.node2) < second.index(
+        "start", "peer-service", sim.node2)
+    assert second.index("stop", "peer-awsvip", sim.node1) < second.index(
+        "start", "ctz-awsvip", sim.node1)
+    for t in (first, second):
+        assert_peer_never_twice(sim, t)
+
+
+def test_fencing_failure_moves_nothing(sim):
+    t, blocked = fencing_failure_report(sim.model, sim)
+    peer_starts = {f"{r}_start_0" for r in members(sim.model, PEER_GROUP)}
+    assert peer_starts <= blocked
+    # The citizen's stop does not wait for fencing: node 2 ends idle, never running both.
+    assert "ctz-service_stop_0" not in blocked
+
+
+def test_node1_returns_after_failover_peer_stays(sim):
+    failed = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
+    back = sim.simulate(failed.output_cib, "--node-up", sim.node1)
+    assert back.fenced() == []
+    assert where(sim, back, PEER_GROUP) == {sim.node2}
+    assert where(sim, back, CTZ_GROUP) == {sim.node1}
+    peer = set(members(sim.model, PEER_GROUP))
+    assert not [s for s in back.steps if s.target in peer and s.kind in ("stop", "start")]
+
+
+def test_node1_standby_is_a_clean_move_without_fencing(sim):
+    cib = sim.set_node_attribute(sim.steady().output_cib, sim.node1, "standby", "on")
+    t = sim.simulate(cib)
+    assert t.fenced() == []
+    assert where(sim, t, PEER_GROUP) == {sim.node2}
+    assert where(sim, t, CTZ_GROUP) == set()
+    assert t.index("stop", "peer-service", sim.node1) < t.index("start", "peer-awsvip", sim.node2)
+    assert_peer_never_twice(sim, t)
+
+
+def test_simulate_command_prints_every_scenario(capsys):
+    from prep_ha.__main__ import main
+
+    assert main(["simulate", "--stack", "testnet"]) == 0
+    out = capsys.readouterr().out
+    for title in ("both nodes up", "node 1 fails", "node 2 fails", "peer service fails twice",
+                  "node 1 returns after a failover", "node 1 in standby", "fencing node 1 fails"):
+        assert f"== {title}" in out
+    assert "fence prep-ha-testnet-1 through the EC2 API" in out

@@ -1,0 +1,369 @@
+"""The resource graph `pulumi up` declares for both stacks, from the real program under mocks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from prep_ha.config import ConfigError, load_stack_file
+from tests.pulumi_mocks import (
+    DEBIAN_AMI,
+    FAKE_KEYSTORE,
+    FAKE_KEYSTORE_PASSWORD,
+    FAKE_SECRET_VALUES,
+    PROJECT_DIR,
+    ProgramRun,
+    run_program,
+    run_stack,
+)
+
+STACKS = ("testnet", "mainnet")
+INSTANCE = "aws:ec2/instance:Instance"
+ENI = "aws:ec2/networkInterface:NetworkInterface"
+ENI_ATTACHMENT = "aws:ec2/networkInterfaceAttachment:NetworkInterfaceAttachment"
+SUBNET = "aws:ec2/subnet:Subnet"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+RTA = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+EIP = "aws:ec2/eip:Eip"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+CLUSTER_INTERNAL = (("udp", 5404, 5406), ("tcp", 2224, 2224), ("tcp", 22, 22))
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def run(request) -> ProgramRun:
+    return run_stack(request.param)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, ProgramRun]:
+    return {stack: run_stack(stack) for stack in STACKS}
+
+
+def cfg_of(stack: str):
+    return load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
+
+
+def stack_of(run: ProgramRun) -> str:
+    return "mainnet" if run.outputs["peerVip"].startswith("10.40.") else "testnet"
+
+
+def one(run: ProgramRun, type_token: str, name: str):
+    return next(r for r in run.of_type(type_token) if r.name == name)
+
+
+def test_resource_counts(run):
+    counts = {t: len(run.of_type(t)) for t in (
+        INSTANCE, ENI, ENI_ATTACHMENT, SUBNET, "aws:ec2/placementGroup:PlacementGroup",
+        "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment",
+        "aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup",
+        "aws:lb/listener:Listener", SECRET, SECRET_VERSION, "aws:ec2/keyPair:KeyPair",
+        "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile", ROLE_POLICY,
+        "aws:ec2/natGateway:NatGateway", SG, EIP)}
+    assert counts == {
+        INSTANCE: 2, ENI: 6, ENI_ATTACHMENT: 4, SUBNET: 4,
+        "aws:ec2/placementGroup:PlacementGroup": 1, "aws:ebs/volume:Volume": 2,
+        "aws:ec2/volumeAttachment:VolumeAttachment": 2, "aws:lb/loadBalancer:LoadBalancer": 1,
+        "aws:lb/targetGroup:TargetGroup": 2, "aws:lb/listener:Listener": 2, SECRET: 3,
+        SECRET_VERSION: 3, "aws:ec2/keyPair:KeyPair": 1, "aws:iam/role:Role": 1,
+        "aws:iam/instanceProfile:InstanceProfile": 1, ROLE_POLICY: 2,
+        "aws:ec2/natGateway:NatGateway": 1, SG: 3,
+        # NAT, NLB and the two management addresses (managementAccess public).
+        EIP: 4,
+    }
+
+
+def test_subnets_in_one_az_with_configured_cidrs(run):
+    cfg = cfg_of(stack_of(run))
+    subnets = {r.name.removeprefix("network-"): r.inputs for r in run.of_type(SUBNET)}
+    assert {k: v["cidrBlock"] for k, v in subnets.items()} == {
+        "public": cfg.public_subnet_cidr, "service": cfg.service_subnet_cidr,
+        "heartbeat": cfg.heartbeat_subnet_cidr, "management": cfg.management_subnet_cidr,
+    }
+    assert {v["availabilityZone"] for v in subnets.values()} == {cfg.availability_zone}
+    assert not any(v.get("mapPublicIpOnLaunch") for v in subnets.values())
+
+
+def _default_route_of(run: ProgramRun, subnet_name: str) -> dict | None:
+    subnet = one(run, SUBNET, subnet_name)
+    rta = next(r for r in run.of_type(RTA) if r.inputs["subnetId"] == subnet.id)
+    table = run.by_id(rta.inputs["routeTableId"])
+    routes = [r for r in table.inputs.get("routes", []) if r.get("cidrBlock") == "0.0.0.0/0"]
+    return routes[0] if routes else None
+
+
+def test_routes(run):
+    igw = run.of_type("aws:ec2/internetGateway:InternetGateway")[0]
+    nat = run.of_type("aws:ec2/natGateway:NatGateway")[0]
+    assert _default_route_of(run, "network-public")["gatewayId"] == igw.id
+    assert _default_route_of(run, "network-service")["natGatewayId"] == nat.id
+    assert _default_route_of(run, "network-heartbeat") is None
+    assert _default_route_of(run, "network-management")["gatewayId"] == igw.id
+    assert run.by_id(nat.inputs["subnetId"]).name == "network-public"
+
+
+def test_private_management_has_no_internet_route_and_no_eip():
+    run = run_stack("testnet", {"managementAccess": "private"})
+    assert _default_route_of(run, "network-management") is None
+    cfg = cfg_of("testnet")
+    assert len(run.of_type(EIP)) == 2  # NAT and NLB only
+    assert list(run.outputs["managementIps"].values()) == [n.management_ip for n in cfg.nodes]
+
+
+def test_existing_vpc_uses_its_internet_gateway():
+    run = run_stack("testnet", {"vpcId": "vpc-0abc12345def67890",
+                                "managementAccess": "private"})
+    assert not run.of_type("aws:ec2/vpc:Vpc")
+    assert not run.of_type("aws:ec2/internetGateway:InternetGateway")
+    assert {r.inputs["vpcId"] for r in run.of_type(SUBNET)} == {"vpc-0abc12345def67890"}
+    assert _default_route_of(run, "network-public")["gatewayId"] == "igw-0existing"
+
+
+def test_enis_device_indexes_subnets_and_fixed_addresses(run):
+    cfg = cfg_of(stack_of(run))
+    instances = sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+    vips = (cfg.peer_vip, cfg.citizen_vip)
+    for index, (instance, addresses) in enumerate(zip(instances, cfg.nodes, strict=True)):
+        # Device 0 is the service ENI: awsvip moves the VIP to the primary MAC's ENI.
+        service = run.by_id(instance.inputs["primaryNetworkInterface"]["networkInterfaceId"])
+        assert run.by_id(service.inputs["subnetId"]).name == "network-service"
+        assert service.inputs["privateIpLists"] == [addresses.service_ip, vips[index]]
+        attached = {a.inputs["deviceIndex"]: run.by_id(a.inputs["networkInterfaceId"])
+                    for a in run.of_type(ENI_ATTACHMENT)
+                    if a.inputs["instanceId"] == instance.id}
+        assert sorted(attached) == [1, 2]
+        assert run.by_id(attached[1].inputs["subnetId"]).name == "network-heartbeat"
+        assert attached[1].inputs["privateIpLists"] == [addresses.heartbeat_ip]
+        assert run.by_id(attached[2].inputs["subnetId"]).name == "network-management"
+        assert attached[2].inputs["privateIpLists"] == [addresses.management_ip]
+        for eni in (service, attached[1], attached[2]):
+            # awsvip's IAM permission is conditioned on this tag.
+            assert eni.inputs["tags"]["prep-ha:cluster"] == cfg.cluster_name
+
+
+def test_instances(run):
+    stack = stack_of(run)
+    cfg = cfg_of(stack)
+    placement = run.of_type("aws:ec2/placementGroup:PlacementGroup")[0]
+    assert placement.inputs["strategy"] == "spread"
+    instances = sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+    for index, instance in enumerate(instances):
+        i = instance.inputs
+        assert i["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                        "httpPutResponseHopLimit": 1}
+        assert i["rootBlockDevice"]["encrypted"] is True
+        assert i["rootBlockDevice"]["volumeType"] == "gp3"
+        assert i["rootBlockDevice"]["volumeSize"] == cfg.root_volume_gib
+        assert i["disableApiTermination"] is (stack == "mainnet")
+        assert i["disableApiStop"] is False
+        assert i["placementGroup"] == placement.inputs["name"] == f"{cfg.cluster_name}-spread"
+        assert i["instanceType"] == cfg.instance_type
+        assert i["ami"] == DEBIAN_AMI
+        assert i["tags"] == {
+            "Name": cfg.node_names[index], "prep-ha:cluster": cfg.cluster_name,
+            "prep-ha:node": cfg.node_names[index],
+            "prep-ha:role": ("active", "backup")[index],
+        }
+        assert "subnetId" not in i and "vpcSecurityGroupIds" not in i
+
+
+def test_termination_protection_per_stack(runs):
+    assert all(r.inputs["disableApiTermination"] for r in runs["mainnet"].of_type(INSTANCE))
+    assert not any(r.inputs["disableApiTermination"] for r in runs["testnet"].of_type(INSTANCE))
+
+
+def test_data_volumes_encrypted_and_attached_as_sdf(run):
+    cfg = cfg_of(stack_of(run))
+    volumes = run.of_type("aws:ebs/volume:Volume")
+    for volume in volumes:
+        assert volume.inputs["encrypted"] is True
+        assert volume.inputs["type"] == "gp3"
+        assert volume.inputs["size"] == cfg.data_volume_gib
+        assert volume.inputs["availabilityZone"] == cfg.availability_zone
+    attachments = run.of_type("aws:ec2/volumeAttachment:VolumeAttachment")
+    assert {a.inputs["volumeId"] for a in attachments} == {v.id for v in volumes}
+    assert {a.inputs["instanceId"] for a in attachments} == {i.id for i in run.of_type(INSTANCE)}
+    assert {a.inputs["deviceName"] for a in attachments} == {"/dev/sdf"}
+
+
+def _rules(run: ProgramRun, sg_name: str, type_token: str = INGRESS) -> list[dict]:
+    sg = one(run, SG, sg_name)
+    return [r.inputs for r in run.of_type(type_token) if r.inputs["securityGroupId"] == sg.id]
+
+
+def _covers(rule: dict, protocol: str, low: int, high: int) -> bool:
+    if rule["ipProtocol"] in ("-1", "all"):
+        return True
+    return (rule["ipProtocol"] == protocol and rule["fromPort"] <= high
+            and rule["toPort"] >= low)
+
+
+def test_nothing_cluster_internal_is_open_to_the_world(run):
+    for rule in (r.inputs for r in run.of_type(INGRESS)):
+        if rule.get("cidrIpv4") in WORLD or rule.get("cidrIpv6") in WORLD:
+            assert rule["ipProtocol"] == "tcp"
+            assert (rule["fromPort"], rule["toPort"]) in ((7100, 7100), (9000, 9000))
+            assert not any(_covers(rule, *internal) for internal in CLUSTER_INTERNAL)
+
+
+def test_security_group_rules(run):
+    cfg = cfg_of(stack_of(run))
+    hosts = lambda ips: sorted(f"{ip}/32" for ip in ips)  # noqa: E731
+    service = _rules(run, "network-service-sg")
+    assert sorted((r["ipProtocol"], r["fromPort"], r["cidrIpv4"]) for r in service
+                  if r["cidrIpv4"] == "0.0.0.0/0") == [("tcp", 7100, "0.0.0.0/0"),
+                                                       ("tcp", 9000, "0.0.0.0/0")]
+    corosync = [r for r in service if r["ipProtocol"] == "udp"]
+    assert {(r["fromPort"], r["toPort"]) for r in corosync} == {(5404, 5406)}
+    assert sorted(r["cidrIpv4"] for r in corosync) == hosts(n.service_ip for n in cfg.nodes)
+
+    heartbeat = _rules(run, "network-heartbeat-sg")
+    assert sorted(r["cidrIpv4"] for r in heartbeat if r["ipProtocol"] == "udp") == \
+        hosts(n.heartbeat_ip for n in cfg.nodes)
+    assert all(r["cidrIpv4"] in hosts(n.heartbeat_ip for n in cfg.nodes) for r in heartbeat)
+
+    management = _rules(run, "network-management-sg")
+    assert sorted(r["cidrIpv4"] for r in management if r["fromPort"] == 22) == \
+        sorted(cfg.admin_cidrs)
+    assert sorted(r["cidrIpv4"] for r in management if r["fromPort"] == 2224) == sorted(
+        [*cfg.admin_cidrs, *hosts(n.management_ip for n in cfg.nodes),
+         *hosts(n.heartbeat_ip for n in cfg.nodes)])
+    assert {r["ipProtocol"] for r in management} == {"tcp"}
+
+
+def test_nlb_targets_the_peer_vip(run):
+    cfg = cfg_of(stack_of(run))
+    nlb = run.of_type("aws:lb/loadBalancer:LoadBalancer")[0].inputs
+    assert nlb["loadBalancerType"] == "network"
+    assert nlb["internal"] is False
+    [mapping] = nlb["subnetMappings"]
+    assert run.by_id(mapping["subnetId"]).name == "network-public"
+    assert run.by_id(mapping["allocationId"]).type == EIP
+    groups = run.of_type("aws:lb/targetGroup:TargetGroup")
+    assert {g.inputs["targetType"] for g in groups} == {"ip"}
+    assert sorted(g.inputs["port"] for g in groups) == [7100, 9000]
+    for group in groups:
+        assert group.inputs["healthCheck"]["protocol"] == "TCP"
+        assert group.inputs["healthCheck"]["interval"] <= 10
+    targets = run.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    assert sorted((t.inputs["targetId"], t.inputs["port"]) for t in targets) == [
+        (cfg.peer_vip, 7100), (cfg.peer_vip, 9000)]
+    for target in targets:
+        assert run.by_id(target.inputs["targetGroupArn"]).inputs["port"] == target.inputs["port"]
+    listeners = run.of_type("aws:lb/listener:Listener")
+    assert sorted(ls.inputs["port"] for ls in listeners) == [7100, 9000]
+    for listener in listeners:
+        [action] = listener.inputs["defaultActions"]
+        assert run.by_id(action["targetGroupArn"]).inputs["port"] == listener.inputs["port"]
+
+
+def test_iam_exactly_what_the_agents_need(run):
+    cfg = cfg_of(stack_of(run))
+    policies = {r.name: json.loads(r.inputs["policy"]) for r in run.of_type(ROLE_POLICY)}
+    statements = policies["node-iam-fencing-and-vip"]["Statement"]
+    actions = {a for s in statements for a in s["Action"]}
+    assert actions == {"ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances",
+                       "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
+    for statement in statements:
+        if any(not a.startswith("ec2:Describe") for a in statement["Action"]):
+            assert statement["Resource"] != "*"
+            assert statement["Condition"] == {
+                "StringEquals": {"aws:ResourceTag/prep-ha:cluster": cfg.cluster_name}}
+        else:
+            assert "Condition" not in statement
+    [read] = policies["node-iam-read-secrets"]["Statement"]
+    assert read["Action"] == ["secretsmanager:GetSecretValue"]
+    assert sorted(read["Resource"]) == sorted(s.id for s in run.of_type(SECRET))
+    role = run.of_type("aws:iam/role:Role")[0]
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+
+def test_secrets_are_secret(run):
+    cfg = cfg_of(stack_of(run))
+    assert sorted(s.inputs["name"] for s in run.of_type(SECRET)) == sorted([
+        cfg.keystore_secret_name, cfg.keystore_password_secret_name, cfg.hacluster_secret_name])
+    values = {}
+    for version in run.of_type(SECRET_VERSION):
+        assert version.is_secret("secretString"), version.name
+        values[run.by_id(version.inputs["secretId"]).inputs["name"]] = \
+            version.inputs["secretString"]
+    assert values[cfg.keystore_secret_name] == FAKE_KEYSTORE
+    assert values[cfg.keystore_password_secret_name] == FAKE_KEYSTORE_PASSWORD
+    password = run.of_type("random:index/randomPassword:RandomPassword")[0]
+    assert password.inputs["special"] is False
+
+
+def test_no_secret_value_outside_secret_inputs(run):
+    """User-data, policies, tags, commands: no fake secret value anywhere it is not secret."""
+    for resource in run.resources:
+        text = json.dumps({k: v for k, v in resource.inputs.items()
+                           if not resource.is_secret(k)})
+        for value in FAKE_SECRET_VALUES:
+            assert value not in text, (resource.type, resource.name)
+
+
+def test_user_data_references_secrets_by_arn_only(run):
+    arns = {s.id for s in run.of_type(SECRET)}
+    for instance in run.of_type(INSTANCE):
+        user_data = instance.inputs["userData"]
+        assert not instance.is_secret("userData")
+        assert all(arn in user_data for arn in arns)
+        for value in FAKE_SECRET_VALUES:
+            assert value not in user_data
+
+
+def test_ssh_key_and_outputs(run):
+    cfg = cfg_of(stack_of(run))
+    key = run.of_type("tls:index/privateKey:PrivateKey")[0]
+    assert key.inputs["algorithm"] == "ED25519"
+    outputs = run.outputs
+    assert run.secret_outputs == {"sshPrivateKey"}
+    assert outputs["peerVip"] == cfg.peer_vip and outputs["citizenVip"] == cfg.citizen_vip
+    assert set(outputs) >= {"nlbDnsName", "nlbPublicIp", "instanceIds", "managementIps",
+                            "sshCommand", "pcsStatusCommand", "sshKeyCommand"}
+    assert list(outputs["instanceIds"]) == list(cfg.node_names)
+    eips = {e.inputs.get("associateWithPrivateIp"): e for e in run.of_type(EIP)}
+    for node, address in zip(cfg.node_names, cfg.nodes, strict=True):
+        host = outputs["managementIps"][node]
+        assert ipaddress.ip_address(host)
+        assert outputs["sshCommand"][node].endswith(f"admin@{host}")
+        assert eips[address.management_ip].inputs["networkInterface"]
+    assert "pcs status" in outputs["pcsStatusCommand"]
+    public = {k: v for k, v in outputs.items() if k not in run.secret_outputs}
+    assert "PRIVATE KEY" not in json.dumps(public)
+
+
+def test_graviton_instance_gets_an_arm64_debian_ami():
+    run = run_stack("testnet", {"instanceType": "m7g.xlarge"})
+    [(_, args)] = [i for i in run.invokes if i[0] == "aws:ec2/getAmi:getAmi"]
+    filters = {f["name"]: f["values"] for f in args["filters"]}
+    assert filters["name"] == ["debian-12-arm64-*"]
+    assert filters["architecture"] == ["arm64"]
+    assert args["owners"] == ["136693071363"] and args["mostRecent"] is True
+
+
+def test_pinned_ami_skips_the_lookup():
+    run = run_stack("testnet", {"amiId": "ami-0123456789abcdef0"})
+    assert not [i for i in run.invokes if i[0] == "aws:ec2/getAmi:getAmi"]
+    assert {r.inputs["ami"] for r in run.of_type(INSTANCE)} == {"ami-0123456789abcdef0"}
+
+
+def test_run_program_returns_the_resource_list():
+    resources = run_program("testnet")
+    assert sum(r.type == INSTANCE for r in resources) == 2
+
+
+@pytest.mark.parametrize("plaintext", ["keystore", "keystorePassword"])
+def test_plain_text_secret_is_refused(plaintext):
+    with pytest.raises(ConfigError) as err:
+        run_stack("testnet", plaintext_keys=[plaintext])
+    assert err.value.key == plaintext
+    assert "pulumi config set --secret" in str(err.value)

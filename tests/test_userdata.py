@@ -1,0 +1,220 @@
+"""The user-data each node boots with: valid cloud-config, no secrets, the guide's units."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prep_ha.config import load_stack_file
+from prep_ha.userdata import MAX_USER_DATA_BYTES, NodeUserData, fill, render_user_data
+from tests.pulumi_mocks import FAKE_SECRET_VALUES, PROJECT_DIR, ProgramRun, run_stack
+
+INSTANCE = "aws:ec2/instance:Instance"
+SECRET = "aws:secretsmanager/secret:Secret"
+
+
+@pytest.fixture(scope="module", params=["testnet", "mainnet"])
+def stack_run(request) -> tuple[str, ProgramRun]:
+    return request.param, run_stack(request.param)
+
+
+def user_data_of(run: ProgramRun) -> list[str]:
+    return [r.inputs["userData"] for r in sorted(run.of_type(INSTANCE), key=lambda r: r.name)]
+
+
+def files_of(user_data: str) -> dict[str, dict]:
+    doc = yaml.safe_load(user_data)
+    return {f["path"]: f for f in doc["write_files"]}
+
+
+def unit(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment]
+    parser.read_string(text)
+    return parser
+
+
+def secret_arns(run: ProgramRun) -> dict[str, str]:
+    return {s.inputs["name"].split("/", 1)[1]: s.id for s in run.of_type(SECRET)}
+
+
+def sample(**changes: str) -> NodeUserData:
+    values = dict(
+        node_name="prep-ha-testnet-1", region="eu-central-1", icon_network="LisbonNet",
+        icon_image="iconloop/icon2-node:v1.4.6", data_volume_id="vol-0123456789abcdef0",
+        heartbeat_ip="10.41.2.11", heartbeat_cidr="10.41.2.0/24", management_ip="10.41.3.11",
+        management_cidr="10.41.3.0/24", citizen_vip="10.41.1.101",
+        p2p_advertise="203.0.113.9:7100",
+        keystore_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/keystore-Ab",
+        keystore_password_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/kp-Ab",
+        hacluster_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/hc-Ab")
+    values.update(changes)
+    return NodeUserData(**values)
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None,
+                    reason="the cloud-init binary is not installed (apt-get install cloud-init)")
+def test_cloud_init_schema_accepts_every_node(stack_run, tmp_path):
+    _, run = stack_run
+    for index, user_data in enumerate(user_data_of(run)):
+        path = tmp_path / f"node{index + 1}.yaml"
+        path.write_text(user_data)
+        result = subprocess.run(["cloud-init", "schema", "-c", str(path)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Valid cloud-config" in result.stdout
+
+
+def test_size_and_placeholders(stack_run):
+    _, run = stack_run
+    for user_data in user_data_of(run):
+        assert user_data.startswith("#cloud-config\n")
+        assert len(user_data.encode()) < MAX_USER_DATA_BYTES
+        assert "{{" not in user_data and "}}" not in user_data
+
+
+def test_no_secret_values_only_secret_ids(stack_run):
+    _, run = stack_run
+    arns = secret_arns(run)
+    for user_data in user_data_of(run):
+        for value in FAKE_SECRET_VALUES:
+            assert value not in user_data
+        assert "BEGIN OPENSSH" not in user_data
+        files = files_of(user_data)
+        peer = files["/etc/systemd/system/peer.service"]["content"]
+        assert f'prep-ha-secret "{arns["keystore"]}" > /run/prep-ha/peer/' in peer
+        assert f'prep-ha-secret "{arns["keystore-password"]}"; }} > /run/prep-ha/peer/' in peer
+        hacluster = files["/etc/systemd/system/prep-ha-hacluster-password.service"]["content"]
+        assert f'prep-ha-secret "{arns["hacluster-password"]}"; }} | chpasswd' in hacluster
+
+
+def test_packages_and_first_boot_commands(stack_run):
+    _, run = stack_run
+    volumes = {v.id for v in run.of_type("aws:ebs/volume:Volume")}
+    seen_volumes = set()
+    for user_data in user_data_of(run):
+        doc = yaml.safe_load(user_data)
+        assert {"pacemaker", "pcs", "corosync", "resource-agents", "fence-agents",
+                "python3-boto3", "awscli", "docker.io", "docker-compose"} <= set(doc["packages"])
+        commands = [" ".join(c) for c in doc["runcmd"]]
+        assert "systemctl disable --now corosync.service pacemaker.service" in commands
+        assert "systemctl enable --now pcsd.service" in commands
+        assert any(c.startswith("systemctl enable --now prep-ha-pull-image") for c in commands)
+        [mount] = [c for c in doc["runcmd"] if c[0] == "/usr/local/sbin/prep-ha-data-volume"]
+        seen_volumes.add(mount[1])
+        # Never enabled: Pacemaker alone starts the ICON services.
+        assert not any("peer.service" in c or "ctz.service" in c for c in commands)
+    assert seen_volumes == volumes
+
+
+def test_peer_and_citizen_units(stack_run):
+    _, run = stack_run
+    for user_data in user_data_of(run):
+        files = files_of(user_data)
+        for name in ("peer", "ctz"):
+            parsed = unit(files[f"/etc/systemd/system/{name}.service"]["content"])
+            assert not parsed.has_section("Install")
+            service = parsed["Service"]
+            assert service["Type"] == "simple"
+            assert service["Restart"] == "no"
+            assert "--abort-on-container-exit" in service["ExecStart"]
+            assert f"/etc/prep-ha/{name}.yml" in service["ExecStart"]
+            assert parsed["Unit"]["RequiresMountsFor"] == "/app/icon"
+        peer = unit(files["/etc/systemd/system/peer.service"]["content"])["Service"]
+        assert peer["RuntimeDirectory"] == "prep-ha/peer" and peer["UMask"] == "0077"
+        assert "ExecStartPre" not in unit(
+            files["/etc/systemd/system/ctz.service"]["content"])["Service"]
+
+
+def test_compose_files(stack_run):
+    stack, run = stack_run
+    cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
+    nlb_ip = run.outputs["nlbPublicIp"]
+    for user_data in user_data_of(run):
+        files = files_of(user_data)
+        peer = yaml.safe_load(files["/etc/prep-ha/peer.yml"]["content"])["services"]["icon2-node"]
+        ctz = yaml.safe_load(files["/etc/prep-ha/ctz.yml"]["content"])["services"]["icon2-node"]
+        for service in (peer, ctz):
+            assert service["image"] == f"iconloop/icon2-node:{cfg.icon_image_tag}"
+            assert service["environment"]["SERVICE"] == cfg.icon_network
+            assert service["restart"] == "no"
+            assert "network_mode" not in service  # bridge: no IMDS from containers
+            assert "/app/icon/data:/goloop/data" in service["volumes"]
+        assert peer["environment"]["ROLE"] == 3
+        assert ctz["environment"]["ROLE"] == 0
+        assert peer["environment"]["GOLOOP_P2P"] == f"{nlb_ip}:7100"
+        assert peer["env_file"] == ["/run/prep-ha/peer/key.env"]
+        assert "/run/prep-ha/peer/keystore.json:/goloop/config/keystore.json:ro" in \
+            peer["volumes"]
+        assert "keystore" not in json.dumps(ctz).lower()
+
+
+def test_management_policy_routing_and_addresses(stack_run):
+    stack, run = stack_run
+    cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
+    for index, user_data in enumerate(user_data_of(run)):
+        doc = yaml.safe_load(user_data)
+        assert doc["hostname"] == cfg.node_names[index]
+        script = files_of(user_data)["/usr/local/sbin/prep-ha-enis"]["content"]
+        node = cfg.nodes[index]
+        assert f'MGMT_IP="{node.management_ip}"' in script
+        assert f'HB_IP="{node.heartbeat_ip}/24"' in script
+        gateway = cfg.management_subnet_cidr.replace(".0/24", ".1")
+        assert f'MGMT_GW="{gateway}"' in script
+        assert 'ip rule add from "$MGMT_IP" lookup $TABLE' in script
+
+
+def test_scripts_parse(tmp_path):
+    files = files_of(render_user_data(sample()))
+    for path in ("/usr/local/sbin/prep-ha-enis", "/usr/local/sbin/prep-ha-data-volume"):
+        script = tmp_path / Path(path).name
+        script.write_text(files[path]["content"])
+        result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert files[path]["permissions"] == "0755"
+    compile(files["/usr/local/sbin/prep-ha-secret"]["content"], "prep-ha-secret", "exec")
+    json.loads(files["/etc/docker/daemon.json"]["content"])
+    assert "region = eu-central-1" in files["/root/.aws/config"]["content"]
+    assert files["/root/.aws/config"]["permissions"] == "0600"
+
+
+def test_prep_ha_secret_prints_the_value(tmp_path, monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    script = tmp_path / "prep-ha-secret"
+    script.write_text(files_of(render_user_data(sample()))["/usr/local/sbin/prep-ha-secret"]
+                      ["content"])
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    with moto.mock_aws():
+        arn = boto3.client("secretsmanager", region_name="eu-central-1").create_secret(
+            Name="prep-ha-testnet/hacluster-password", SecretString="s3cret")["ARN"]
+        for secret_id in (arn, "prep-ha-testnet/hacluster-password"):
+            monkeypatch.setattr(sys, "argv", ["prep-ha-secret", secret_id])
+            out = io.StringIO()
+            with redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+                runpy.run_path(str(script), run_name="__main__")
+            assert exit_.value.code == 0
+            assert out.getvalue() == "s3cret\n"
+
+
+def test_unknown_placeholder_is_an_error():
+    with pytest.raises(KeyError, match="nope"):
+        fill("a {{ nope }} b", {})
+    assert fill("{{a}}-{{ a }}", {"a": "x"}) == "x-x"
+
+
+def test_unsafe_values_are_refused():
+    with pytest.raises(ValueError, match="node_name"):
+        render_user_data(sample(node_name="x; rm -rf /"))

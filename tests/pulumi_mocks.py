@@ -66,6 +66,9 @@ class CapturedResource:
     # The physical id the mocks gave it; other resources' inputs refer to it.
     id: str = ""
     custom: bool = True
+    # Resource options as the program passed them (parents' options are not merged in).
+    ignore_changes: tuple[str, ...] = ()
+    protect: bool = False
 
     def is_secret(self, path: str) -> bool:
         """Whether the input at `path`, or a value containing it, was a secret."""
@@ -150,6 +153,9 @@ def _run(stack: str, config: dict[str, Any], secret_keys: list[str],
                                   secret_keys)
     mocks = _Mocks(str(config.get("aws:region", "us-east-1")), sink)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    # Legacy stack transformations run in the SDK itself (the mock monitor runs no
+    # transforms), so they can see each resource's options before it registers.
+    pulumi.runtime.register_stack_transformation(mocks.record_options)
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))
 
@@ -182,7 +188,11 @@ class _Mocks(pulumi.runtime.Mocks):
         self.region = region
         self.captured = captured
         self.invokes: list[tuple[str, dict[str, Any]]] = []
+        self._options: dict[tuple[str, str], pulumi.ResourceOptions] = {}
         self._serial = itertools.count(1)
+
+    def record_options(self, args: pulumi.ResourceTransformationArgs) -> None:
+        self._options[(args.type_, args.name)] = args.opts
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         self.invokes.append((args.token, _unwrap(args.args, "", set())))
@@ -199,9 +209,11 @@ class _Mocks(pulumi.runtime.Mocks):
         secrets: set[str] = set()
         inputs = _unwrap(args.inputs, "", secrets)
         rid, extra = self._outputs(args.typ, args.name, inputs, next(self._serial))
+        opts = self._options.get((args.typ, args.name)) or pulumi.ResourceOptions()
         self.captured.append(CapturedResource(
             type=args.typ, name=args.name, inputs=inputs, secret_paths=frozenset(secrets),
-            id=rid, custom=bool(args.custom)))
+            id=rid, custom=bool(args.custom), ignore_changes=tuple(opts.ignore_changes or ()),
+            protect=bool(opts.protect)))
         return rid, {**args.inputs, **extra}
 
     def _outputs(self, typ: str, name: str, inputs: dict, n: int) -> tuple[str, dict]:

@@ -367,3 +367,18 @@ def test_plain_text_secret_is_refused(plaintext):
         run_stack("testnet", plaintext_keys=[plaintext])
     assert err.value.key == plaintext
     assert "pulumi config set --secret" in str(err.value)
+
+
+def test_pulumi_does_not_fight_pacemaker_or_replace_live_nodes(runs):
+    for stack, run in runs.items():
+        for eni in run.of_type(ENI):
+            if eni.name.endswith("-service-eni"):
+                # awsvip moves the VIPs; the next `up` must not move them back.
+                assert {"privateIpLists", "privateIps", "privateIpsCount"} <= \
+                    set(eni.ignore_changes)
+            else:
+                assert not eni.ignore_changes
+        for instance in run.of_type(INSTANCE):
+            assert {"ami", "userData"} <= set(instance.ignore_changes)
+        mainnet = stack == "mainnet"
+        assert all(v.protect is mainnet for v in run.of_type("aws:ebs/volume:Volume"))

@@ -1,0 +1,75 @@
+"""The bootstrap Commands the real program declares (under mocks): what runs where, in what
+order, with which script, and what a config change does to them."""
+
+import pytest
+
+from prep_ha.cluster.model import build_model
+from prep_ha.cluster.pcs import model_digest, parse_script
+from prep_ha.config import load_stack_file
+from tests.pulumi_mocks import PROJECT_DIR, run_stack
+
+COMMAND = "command:remote:Command"
+INSTANCE = "aws:ec2/instance:Instance"
+
+
+def commands(run):
+    return {c.name: c for c in run.of_type(COMMAND)}
+
+
+@pytest.fixture(scope="module", params=["testnet", "mainnet"])
+def stack_run(request):
+    stack = request.param
+    cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
+    return cfg, run_stack(stack)
+
+
+def test_commands_wait_setup_then_push_on_node1(stack_run):
+    cfg, run = stack_run
+    cmds = commands(run)
+    assert set(cmds) == {"pacemaker-corosync-setup", "pacemaker-cib-push",
+                         *(f"pacemaker-{n}-cloud-init" for n in cfg.node_names)}
+    node1_host = run.outputs["managementIps"][cfg.node_names[0]]
+    for name, cmd in cmds.items():
+        conn = cmd.inputs["connection"]
+        assert conn["user"] == "admin"
+        assert cmd.is_secret("connection.privateKey") or cmd.is_secret("connection")
+        if "cloud-init" not in name:
+            assert conn["host"] == node1_host
+    hosts = {cmds[f"pacemaker-{n}-cloud-init"].inputs["connection"]["host"]
+             for n in cfg.node_names}
+    assert hosts == set(run.outputs["managementIps"].values())
+
+
+def test_script_is_the_rendered_model_and_ids_come_from_the_instances(stack_run):
+    cfg, run = stack_run
+    cmds = commands(run)
+    setup, push = cmds["pacemaker-corosync-setup"], cmds["pacemaker-cib-push"]
+    model = build_model(cfg)
+    assert setup.inputs["stdin"] == push.inputs["stdin"]
+    assert parse_script(push.inputs["stdin"]) == model
+    assert setup.inputs["create"] == "sudo bash -s setup"
+    ids = [i.id for i in run.of_type(INSTANCE)]
+    assert push.inputs["create"] == (
+        "sudo env " + " ".join(f"PREP_HA_INSTANCE_ID_{n}={i}" for n, i in enumerate(ids, 1))
+        + " bash -s push")
+    assert push.inputs["update"] == push.inputs["create"]
+    assert push.inputs["triggers"] == [model_digest(model)]
+
+
+def test_destroy_stops_the_cluster_and_setup_is_never_replaced(stack_run):
+    _, run = stack_run
+    setup = commands(run)["pacemaker-corosync-setup"]
+    assert setup.inputs["delete"].startswith("sudo pcs cluster stop --all")
+    # triggers would replace the Command, and a replacement runs `delete` on a live cluster.
+    assert "triggers" not in setup.inputs
+    assert setup.inputs["update"] == setup.inputs["create"]
+
+
+def test_a_model_change_changes_the_push_trigger_and_script():
+    base = commands(run_stack("testnet"))["pacemaker-cib-push"]
+    moved = commands(run_stack("testnet", {"peerVip": "10.41.1.150"}))["pacemaker-cib-push"]
+    assert moved.inputs["triggers"] != base.inputs["triggers"]
+    assert "secondary_private_ip=10.41.1.150" in moved.inputs["stdin"]
+    same = commands(run_stack("testnet"))["pacemaker-cib-push"]
+    assert same.inputs["triggers"] == base.inputs["triggers"]
+    assert same.inputs["stdin"] == base.inputs["stdin"]

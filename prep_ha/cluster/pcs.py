@@ -169,7 +169,7 @@ setup() {{
 
 push() {{
   require_instance_ids
-  local digest current
+  local digest current dir
   digest=$(printf '%s %s %s' "$MODEL_DIGEST" {ids} | sha256sum | cut -c1-16)
   current=$(crm_attribute --type crm_config --name {DIGEST_ATTR} --query --quiet \
     2>/dev/null || true)
@@ -177,20 +177,26 @@ push() {{
     echo "cluster configuration $digest already pushed, nothing to do"
     return 0
   fi
-  local dir
   dir=$(mktemp -d)
-  trap 'rm -rf "$dir"' RETURN
+  trap 'rm -rf "$dir"' EXIT
   pcs cluster cib "$dir/live.xml"
   cp "$dir/live.xml" "$dir/new.xml"
-  # Rebuild resources, constraints and defaults from the model on top of the live CIB (nodes
-  # and their standby attributes stay), then push only the difference: unchanged resources
-  # are not restarted, and STONITH is in the very first push.
-  for scope in resources constraints rsc_defaults op_defaults; do
+  # Rebuild constraints and resources from the model on top of the live CIB (nodes and their
+  # standby attributes stay; properties and defaults are set key by key), then push only the
+  # difference: unchanged resources are not restarted, and STONITH is in the very first push.
+  # Constraints go first: the schema refuses constraints naming resources that are gone.
+  for scope in constraints resources; do
     CIB_file="$dir/new.xml" cibadmin --replace --scope "$scope" --xml-text "<$scope/>"
   done
   build_cib "$dir/new.xml"
   CIB_file="$dir/new.xml" crm_attribute --type crm_config --name {DIGEST_ATTR} --update "$digest"
-  crm_verify --xml-file "$dir/new.xml"
+  # Verify the configuration alone: live node states (a node down for maintenance) are not
+  # configuration errors and must not block a push.
+  cp "$dir/new.xml" "$dir/verify.xml"
+  for scope in nodes status; do
+    CIB_file="$dir/verify.xml" cibadmin --replace --scope "$scope" --xml-text "<$scope/>"
+  done
+  crm_verify --xml-file "$dir/verify.xml"
   pcs cluster cib-push "$dir/new.xml" diff-against="$dir/live.xml"
   echo "cluster configuration $digest pushed to nodes: {node_names}"
 }}

@@ -43,7 +43,6 @@ KNOWN_KEYS = (
     "peerVip",
     "citizenVip",
     "terminationProtection",
-    "policyEnforcement",
     "keystore",
     "keystorePassword",
 )
@@ -111,7 +110,6 @@ class StackConfig:
     peer_vip: str
     citizen_vip: str
     termination_protection: bool
-    policy_enforcement: str
     nodes: tuple[NodeAddresses, NodeAddresses] = field(repr=False)
 
     @property
@@ -350,14 +348,6 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         raise ConfigError("terminationProtection", "is false on MainNet",
                           "remove the key; MainNet validators always keep termination protection")
 
-    enforcement = raw.get("policyEnforcement", "mandatory" if mainnet else "advisory")
-    if enforcement not in ("mandatory", "advisory"):
-        raise ConfigError("policyEnforcement", f"{enforcement!r} is not mandatory or advisory",
-                          "use mandatory or advisory")
-    if mainnet and enforcement != "mandatory":
-        raise ConfigError("policyEnforcement", "MainNet must fail a change that breaks a policy",
-                          "set it to mandatory or remove it")
-
     return StackConfig(
         stack=stack, region=region, icon_network=network, availability_zone=az, vpc_id=vpc_id,
         vpc_cidr=str(vpc), service_subnet_cidr=str(service),
@@ -366,7 +356,7 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         admin_cidrs=tuple(admin_cidrs), management_access=access, instance_type=instance_type,
         root_volume_gib=root_gib, data_volume_gib=data_gib, ami_id=ami_id, icon_image_tag=tag,
         cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,
-        termination_protection=protection, policy_enforcement=enforcement, nodes=nodes,
+        termination_protection=protection, nodes=nodes,
     )
 
 

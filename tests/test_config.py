@@ -139,10 +139,6 @@ RULES = [
                  {"terminationProtection": False}, id="no-termination-protection-on-mainnet"),
     pytest.param("testnet", "terminationProtection", "true or false",
                  {"terminationProtection": "maybe"}, id="termination-protection-not-bool"),
-    pytest.param("testnet", "policyEnforcement", "mandatory or advisory",
-                 {"policyEnforcement": "strict"}, id="bad-policy-enforcement"),
-    pytest.param("mainnet", "policyEnforcement", "mandatory",
-                 {"policyEnforcement": "advisory"}, id="advisory-on-mainnet"),
 ]
 
 
@@ -157,19 +153,17 @@ def test_region_missing():
 
 def test_defaults_fill_in():
     cfg = load("testnet", clusterName=DROP, peerVip=DROP, citizenVip=DROP,
-               terminationProtection=DROP, policyEnforcement=DROP, managementAccess=DROP)
+               terminationProtection=DROP, managementAccess=DROP)
     assert cfg.cluster_name == "prep-ha-testnet"
     assert (cfg.peer_vip, cfg.citizen_vip) == ("10.41.1.100", "10.41.1.101")
     assert cfg.nodes[0].service_ip == "10.41.1.11" and cfg.nodes[1].heartbeat_ip == "10.41.2.12"
     assert cfg.termination_protection is False
-    assert cfg.policy_enforcement == "advisory"
     assert cfg.management_access == "public"
 
 
 def test_mainnet_defaults_are_strict():
-    cfg = load("mainnet", terminationProtection=DROP, policyEnforcement=DROP)
+    cfg = load("mainnet", terminationProtection=DROP)
     assert cfg.termination_protection is True
-    assert cfg.policy_enforcement == "mandatory"
 
 
 def test_config_strings_from_the_cli_are_accepted():

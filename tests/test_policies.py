@@ -1,0 +1,511 @@
+"""The policy pack, called the way the engine calls it, on the real program's resources.
+
+Resources come from tests/pulumi_mocks.py (the real __main__.py under set_mocks). Each is
+handed to the policies as the engine's analyzer would: secret values arrive in the wire form
+and are deserialized by pulumi_policy itself (which unwraps them), every property sits behind
+pulumi_policy's unknown-checking proxy, and stack config is visible through pulumi.Config.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import copy
+import dataclasses
+import json
+import runpy
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_policy
+import pytest
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Secret,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY, deserialize_properties
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+from policies.prep_ha_policies import POLICIES
+from policies.prep_ha_policies.rules import ingress_rules
+from policies.prep_ha_policies.secrets import secret_findings
+from tests.pulumi_mocks import FAKE_KEYSTORE, CapturedResource, run_program, stack_config
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+STACKS = ("testnet", "mainnet")
+INSTANCE = "aws:ec2/instance:Instance"
+COMMAND = "command:remote:Command"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAfake\n-----END RSA PRIVATE KEY-----\n"
+# The mocks answer with these physical names (the engine's outputs would carry real ones).
+NAMED_BY_PROVIDER = ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile")
+
+Violations = dict[str, list[tuple[str, str | None]]]
+
+
+# --- calling policies the way the engine does -------------------------------------------
+
+def _opts(secret_outputs: Iterable[str] = ()) -> PolicyResourceOptions:
+    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0),
+                                 sorted(secret_outputs))
+
+
+def _wire(value: Any, path: str, secret_paths: frozenset[str]) -> Any:
+    """The value as the engine sends it: secrets in their signature wrapper."""
+    if isinstance(value, dict):
+        value = {k: _wire(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
+    elif isinstance(value, list):
+        value = [_wire(v, f"{path}.{i}", secret_paths) for i, v in enumerate(value)]
+    if path in secret_paths:
+        return {SPECIAL_SIG_KEY: SPECIAL_SECRET_SIG, "value": value}
+    return value
+
+
+def policy_resource(r: CapturedResource, stack: str = "test") -> PolicyResource:
+    props: dict[str, Any] = {**r.inputs, "id": r.id}
+    if r.type in NAMED_BY_PROVIDER:
+        props.setdefault("name", r.name)
+    # Analyze deserializes with pulumi_policy's own code: secret values arrive unwrapped.
+    deserialized = deserialize_properties(_wire(props, "", r.secret_paths))
+    # The SDKs declare their secret inputs as additionalSecretOutputs (pulumi-aws does so
+    # for secretString, pulumi-command for connection); the mocks report which were secret.
+    secret_outputs = {p.split(".")[0] for p in r.secret_paths}
+    return PolicyResource(r.type, unknown_checking_proxy(deserialized),
+                          f"urn:pulumi:{stack}::icon-prep-ha::{r.type}::{r.name}", r.name,
+                          _opts(secret_outputs), None, None, [], {})
+
+
+def _with_stack_config(stack: str | None, fn: Callable[[], Any]) -> Any:
+    """Run `fn` with the stack's config visible through pulumi.Config, as in the analyzer."""
+    def run() -> Any:
+        if stack is not None:
+            values = {k: json.dumps(v) if isinstance(v, list | dict) else str(v)
+                      for k, v in stack_config(stack).items()}
+            pulumi.runtime.set_all_config(values, [])
+        return fn()
+    return contextvars.copy_context().run(run)
+
+
+def evaluate(resources: list[PolicyResource], *, stack: str | None = None,
+             config: Mapping[str, Mapping[str, Any]] | None = None,
+             policies: Iterable[pulumi_policy.Policy] = POLICIES) -> Violations:
+    """Every policy on every resource (resource policies) and on the stack (stack policies)."""
+    found: Violations = {}
+
+    def run() -> None:
+        for policy in policies:
+            out = found.setdefault(policy.name, [])
+
+            def report(message: str, urn: str | None = None, out: list = out) -> None:
+                out.append((message, urn))
+
+            policy_config = dict((config or {}).get(policy.name, {}))
+            if isinstance(policy, StackValidationPolicy):
+                policy.validate(StackValidationArgs(resources, policy_config), report)
+            elif isinstance(policy, ResourceValidationPolicy):
+                for r in resources:
+                    policy.validate(ResourceValidationArgs(
+                        r.resource_type, r.props, r.urn, r.name, r.opts, None, policy_config),
+                        lambda m, u=None, urn=r.urn: report(m, urn))
+
+    _with_stack_config(stack, run)
+    return found
+
+
+def messages(found: Violations, policy: str) -> list[str]:
+    return [m for m, _ in found[policy]]
+
+
+def failing(found: Violations) -> set[str]:
+    return {name for name, hits in found.items() if hits}
+
+
+# --- the real program's resources --------------------------------------------------------
+
+@cache
+def _captured(stack: str) -> tuple[CapturedResource, ...]:
+    return tuple(run_program(stack))
+
+
+def program(stack: str) -> list[CapturedResource]:
+    return [dataclasses.replace(r, inputs=copy.deepcopy(r.inputs)) for r in _captured(stack)]
+
+
+def judge(stack: str, resources: list[CapturedResource]) -> Violations:
+    return evaluate([policy_resource(r, stack) for r in resources], stack=stack)
+
+
+def one(resources: list[CapturedResource], pred: Callable[[CapturedResource], bool]
+        ) -> CapturedResource:
+    found = [r for r in resources if pred(r)]
+    assert found, "the program declares no such resource"
+    return found[0]
+
+
+def cib_push(resources: list[CapturedResource]) -> CapturedResource:
+    return one(resources, lambda r: r.type == COMMAND and r.name.endswith("-cib-push"))
+
+
+def ingress(resources: list[CapturedResource], port: int) -> CapturedResource:
+    return one(resources, lambda r: r.type == INGRESS and r.inputs.get("fromPort") == port)
+
+
+def instances(resources: list[CapturedResource]) -> list[CapturedResource]:
+    return [r for r in resources if r.type == INSTANCE]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_program_passes_every_policy(stack: str) -> None:
+    resources = program(stack)
+    # Not vacuous: what the policies judge is really there.
+    assert len(instances(resources)) == 2
+    assert "pcs cluster setup" in cib_push(resources).inputs["stdin"]
+    assert ingress(resources, 2224) and ingress(resources, 22)
+    assert any(r.type == "aws:secretsmanager/secretVersion:SecretVersion" for r in resources)
+    found = judge(stack, resources)
+    assert set(found) == {p.name for p in POLICIES}
+    assert failing(found) == set(), found
+
+
+Mutation = Callable[[list[CapturedResource], str], None]
+
+
+def _replace_stdin(old: str, new: str) -> Mutation:
+    def mutate(resources: list[CapturedResource], stack: str) -> None:
+        push = cib_push(resources)
+        text = old.replace("STACK", stack)
+        assert text in push.inputs["stdin"]
+        push.inputs["stdin"] = push.inputs["stdin"].replace(text, new)
+    return mutate
+
+
+def _set(pred: Callable[[CapturedResource], bool], **inputs: Any) -> Mutation:
+    def mutate(resources: list[CapturedResource], stack: str) -> None:
+        matched = [r for r in resources if pred(r)]
+        assert matched
+        for r in matched:
+            r.inputs.update(copy.deepcopy(inputs))
+    return mutate
+
+
+def _is(type_: str) -> Callable[[CapturedResource], bool]:
+    return lambda r: r.type == type_
+
+
+def _open_pcsd(resources: list[CapturedResource], stack: str) -> None:
+    ingress(resources, 2224).inputs["cidrIpv4"] = "0.0.0.0/0"
+
+
+def _open_ssh(resources: list[CapturedResource], stack: str) -> None:
+    ingress(resources, 22).inputs["cidrIpv4"] = "192.0.2.0/24"
+
+
+def _pem_in_user_data(resources: list[CapturedResource], stack: str) -> None:
+    instances(resources)[0].inputs["userData"] += f"\n# {PEM}"
+
+
+def _unscoped_fencing(resources: list[CapturedResource], stack: str) -> None:
+    rp = one(resources, lambda r: "fencing" in r.name and r.type.endswith("RolePolicy"))
+    doc = json.loads(rp.inputs["policy"])
+    for stmt in doc["Statement"]:
+        if "ec2:StopInstances" in stmt["Action"]:
+            stmt["Resource"] = "*"
+            stmt.pop("Condition")
+    rp.inputs["policy"] = json.dumps(doc)
+
+
+def _no_start(resources: list[CapturedResource], stack: str) -> None:
+    rp = one(resources, lambda r: "fencing" in r.name and r.type.endswith("RolePolicy"))
+    rp.inputs["policy"] = rp.inputs["policy"].replace('"ec2:StartInstances"', '"ec2:GetConsole"')
+
+
+def _third_instance(resources: list[CapturedResource], stack: str) -> None:
+    node = instances(resources)[0]
+    resources.append(dataclasses.replace(node, name="nodes-3-instance", id="i-3",
+                                         inputs=copy.deepcopy(node.inputs)))
+
+
+def _enable_peer(resources: list[CapturedResource], stack: str) -> None:
+    for node in instances(resources):
+        node.inputs["userData"] = node.inputs["userData"].replace(
+            "runcmd:\n", "runcmd:\n- - systemctl\n  - enable\n  - --now\n  - peer.service\n", 1)
+
+
+def _autostart_unit(resources: list[CapturedResource], stack: str) -> None:
+    for node in instances(resources):
+        ud = node.inputs["userData"]
+        marker = "Restart=no\n"
+        at = ud.index(marker, ud.index("path: /etc/systemd/system/peer.service"))
+        indent = "    "
+        node.inputs["userData"] = (ud[:at + len(marker)] + f"{indent}[Install]\n"
+                                   f"{indent}WantedBy=multi-user.target\n" + ud[at + len(marker):])
+
+
+def _password_in_tag(resources: list[CapturedResource], stack: str) -> None:
+    secret = one(resources, lambda r: r.name == "secrets-keystore-password"
+                 and r.type.endswith("SecretVersion"))
+    instances(resources)[0].inputs["tags"]["Note"] = secret.inputs["secretString"]
+
+
+MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
+    # name: (mutation, policy that must fail, words its message must contain)
+    "stonith-disabled": (_replace_stdin("stonith-enabled=true", "stonith-enabled=false"),
+                         "stonith-cluster-config", "stonith-enabled=false"),
+    "raw-stonith-off-outside-build": (
+        _replace_stdin("setup() {\n", "setup() {\n  pcs property set stonith-enabled=false\n"),
+        "stonith-cluster-config", "without fencing"),
+    "node-2-not-fenced": (_replace_stdin(";prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_2}", ""),
+                          "stonith-cluster-config", "prep-ha-STACK-2"),
+    "colocation-dropped": (_replace_stdin(
+        '  pcs -f "$CIB" constraint colocation add Ctz with Peer -- -INFINITY\n', ""),
+        "anti-colocation-constraint", "-INFINITY"),
+    "colocation-positive": (_replace_stdin("with Peer -- -INFINITY", "with Peer -- INFINITY"),
+                            "anti-colocation-constraint", "colocation"),
+    "pcsd-open-to-world": (_open_pcsd, "exposure-cluster-ports", "pcsd (TCP 2224)"),
+    "ssh-from-elsewhere": (_open_ssh, "exposure-ssh-admin-only", "192.0.2.0/24"),
+    "imds-optional": (_set(_is(INSTANCE), metadataOptions={"httpTokens": "optional"}),
+                      "exposure-imdsv2", "httpTokens is optional"),
+    "root-unencrypted": (_set(_is(INSTANCE), rootBlockDevice={"encrypted": False}),
+                         "exposure-ebs-encrypted", "rootBlockDevice"),
+    "data-unencrypted": (_set(_is("aws:ebs/volume:Volume"), encrypted=False),
+                         "exposure-ebs-encrypted", "the volume"),
+    "pem-in-user-data": (_pem_in_user_data, "secrets-plain-inputs", "PEM private key"),
+    "keystore-in-stdin": (_replace_stdin("set -euo pipefail\n",
+                                         f"set -euo pipefail\necho '{FAKE_KEYSTORE}' >/k\n"),
+                          "secrets-plain-inputs", "JSON keystore"),
+    "secret-value-in-tag": (_password_in_tag, "secrets-manager-values", "`tags`"),
+    "placement-cluster": (_set(_is("aws:ec2/placementGroup:PlacementGroup"), strategy="cluster"),
+                          "anti-colocation-two-nodes-spread", "spread"),
+    "third-instance": (_third_instance, "anti-colocation-two-nodes-spread", "3 EC2 instances"),
+    "peer-enabled-in-user-data": (_enable_peer, "anti-colocation-pacemaker-only",
+                                  "systemctl enable --now peer.service"),
+    "peer-unit-installable": (_autostart_unit, "anti-colocation-pacemaker-only", "[Install]"),
+    "fencing-unscoped": (_unscoped_fencing, "stonith-fence-permissions",
+                         "ec2:StopInstances on instances beyond the cluster"),
+    "fencing-cannot-start": (_no_start, "stonith-fence-permissions",
+                             "does not allow ec2:StartInstances"),
+    "stop-protected": (_set(_is(INSTANCE), disableApiStop=True), "stonith-fence-permissions",
+                       "disableApiStop"),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_mutating_the_program_fails_the_matching_policy(stack: str, case: str) -> None:
+    mutate, policy, words = MUTATIONS[case]
+    words = words.replace("STACK", stack)
+    resources = program(stack)
+    mutate(resources, stack)
+    found = judge(stack, resources)
+    assert failing(found) >= {policy}
+    assert any(words in m for m in messages(found, policy)), messages(found, policy)
+    assert all("Fix:" in m for m in messages(found, policy))
+
+
+def test_termination_protection_is_required_on_mainnet_only() -> None:
+    for stack, expected in (("mainnet", {"mainnet-termination-protection"}), ("testnet", set())):
+        resources = program(stack)
+        _set(_is(INSTANCE), disableApiTermination=False)(resources, stack)
+        assert failing(judge(stack, resources)) == expected
+
+
+def test_secret_value_must_be_secret() -> None:
+    resources = program("testnet")
+    version = one(resources, lambda r: r.type.endswith("SecretVersion"))
+    resources[resources.index(version)] = dataclasses.replace(version, secret_paths=frozenset())
+    found = judge("testnet", resources)
+    assert failing(found) == {"secrets-manager-values"}
+    assert "secretString is not a secret" in messages(found, "secrets-manager-values")[0]
+
+
+# --- each policy on hand-made resources ---------------------------------------------------
+
+def res(type_: str, name: str = "r", secret_outputs: Iterable[str] = (),
+        deps: Mapping[str, list[PolicyResource]] | None = None, **props: Any) -> PolicyResource:
+    return PolicyResource(type_, unknown_checking_proxy(props), f"urn:{type_}::{name}", name,
+                          _opts(secret_outputs), None, None, [], dict(deps or {}))
+
+
+def only(policy_name: str) -> list[pulumi_policy.Policy]:
+    return [p for p in POLICIES if p.name == policy_name]
+
+
+@pytest.mark.parametrize(("type_", "props", "open_"), [
+    ("aws:ec2/securityGroup:SecurityGroup",
+     {"ingress": [{"protocol": "tcp", "fromPort": 2224, "toPort": 2224,
+                   "ipv6CidrBlocks": ["::/0"]}]}, True),
+    ("aws:ec2/securityGroup:SecurityGroup",
+     {"ingress": [{"protocol": "tcp", "fromPort": 2224, "toPort": 2224,
+                   "cidrBlocks": ["10.0.0.0/16"]}]}, False),
+    ("aws:ec2/securityGroupRule:SecurityGroupRule",
+     {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0,
+      "cidrBlocks": ["0.0.0.0/0"]}, True),
+    ("aws:ec2/securityGroupRule:SecurityGroupRule",
+     {"type": "egress", "protocol": "-1", "fromPort": 0, "toPort": 0,
+      "cidrBlocks": ["0.0.0.0/0"]}, False),
+    (INGRESS, {"ipProtocol": "udp", "fromPort": 5000.0, "toPort": 6000.0,
+               "cidrIpv4": "0.0.0.0/1"}, True),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 7100, "toPort": 7100,
+               "cidrIpv4": "0.0.0.0/0"}, False),
+])
+def test_cluster_ports_on_all_rule_types(type_: str, props: dict, open_: bool) -> None:
+    found = evaluate([res(type_, **props)], policies=only("exposure-cluster-ports"))
+    assert bool(found["exposure-cluster-ports"]) is open_
+
+
+@pytest.mark.parametrize(("rule", "ok"), [
+    ({"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "203.0.113.0/29"}, True),
+    ({"ipProtocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrIpv4": "10.1.0.0/16"}, False),
+    ({"ipProtocol": "-1", "cidrIpv6": "2001:db8::/32"}, False),
+    ({"ipProtocol": "tcp", "fromPort": 23, "toPort": 80, "cidrIpv4": "0.0.0.0/0"}, True),
+])
+def test_ssh_only_from_configured_admin_cidrs(rule: dict, ok: bool) -> None:
+    config = {"exposure-ssh-admin-only": {"adminCidrs": ["203.0.113.0/28"]}}
+    found = evaluate([res(INGRESS, **rule)], config=config,
+                     policies=only("exposure-ssh-admin-only"))
+    assert (found["exposure-ssh-admin-only"] == []) is ok
+
+
+def test_ssh_without_known_admin_cidrs_is_a_violation() -> None:
+    found = evaluate([res(INGRESS, ipProtocol="tcp", fromPort=22, toPort=22,
+                          cidrIpv4="203.0.113.0/29")], policies=only("exposure-ssh-admin-only"))
+    assert "no adminCidrs are known" in messages(found, "exposure-ssh-admin-only")[0]
+
+
+def test_launch_templates_are_judged_like_instances() -> None:
+    user_data = base64.b64encode(f"#!/bin/sh\necho '{PEM}'\nsystemctl start ctz\n".encode())
+    lt = res("aws:ec2/launchTemplate:LaunchTemplate", userData=user_data.decode(),
+             metadataOptions={"httpTokens": "optional"},
+             blockDeviceMappings=[{"deviceName": "/dev/sda1", "ebs": {"encrypted": "false"}}])
+    found = evaluate([lt])
+    assert failing(found) >= {"secrets-plain-inputs", "anti-colocation-pacemaker-only",
+                              "exposure-imdsv2", "exposure-ebs-encrypted"}
+
+
+@pytest.mark.parametrize(("text", "kinds"), [
+    # The real peer.service: KEY_PASSWORD= followed by a command substitution, not a value.
+    ("""ExecStartPre=/bin/sh -c '{ printf "KEY_PASSWORD="; prep-ha-secret "arn"; }'""", []),
+    ("KEY_PASSWORD=hunter2", ["a literal KEY_PASSWORD"]),
+    ('environment:\n  password: "s3cret-value"\n', ["a literal password"]),
+    ("password: ${PASSWORD}\n", []),
+    ("ADMIN_PASSWORD=x7", ["a literal password"]),
+    ('{\\"crypto\\": {\\"kdf\\": \\"scrypt\\"}}', ["a JSON keystore (crypto/ciphertext/kdf)"]),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----", ["a PEM private key"]),
+])
+def test_secret_patterns(text: str, kinds: list[str]) -> None:
+    assert secret_findings(text) == kinds
+
+
+def test_command_environment_is_scanned() -> None:
+    command = res(COMMAND, create="run", environment={"KEY_PASSWORD": "hunter2"})
+    found = evaluate([command], policies=only("secrets-plain-inputs"))
+    assert "literal KEY_PASSWORD" in messages(found, "secrets-plain-inputs")[0]
+
+
+def test_crm_attribute_disabling_stonith_is_caught() -> None:
+    command = res(COMMAND, create="crm_attribute --type crm_config --update false "
+                                  "--name stonith-enabled")
+    found = evaluate([command], policies=only("stonith-cluster-config"))
+    assert "without fencing" in messages(found, "stonith-cluster-config")[0]
+
+
+def test_instances_without_a_cluster_script_fail_stonith() -> None:
+    found = evaluate([res(INSTANCE)], policies=only("stonith-cluster-config"))
+    assert "No Command carries the cluster script" in messages(found, "stonith-cluster-config")[0]
+
+
+def test_secret_wrapped_value_counts_as_secret() -> None:
+    version = res("aws:secretsmanager/secretVersion:SecretVersion",
+                  secretString=Secret("a-long-password"))
+    assert evaluate([version], policies=only("secrets-manager-values")) == {
+        "secrets-manager-values": []}
+
+
+FENCE_DOC = json.dumps({"Statement": [
+    {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
+    {"Effect": "Allow", "Action": ["ec2:StopInstances", "ec2:StartInstances"],
+     "Resource": ["arn:aws:ec2:eu-central-1:1:instance/i-0123456789abcdef0"]},
+]})
+
+
+def _fencing_stack(**instance_props: Any) -> list[PolicyResource]:
+    """A preview: ids are unknown, so only the engine's property dependencies link them."""
+    role = res("aws:iam/role:Role", "role", id=UNKNOWN_STRING_VALUE)
+    profile = res("aws:iam/instanceProfile:InstanceProfile", "profile",
+                  deps={"role": [role]}, role=UNKNOWN_STRING_VALUE)
+    policy = res("aws:iam/rolePolicy:RolePolicy", "fencing", deps={"role": [role]},
+                 role=UNKNOWN_STRING_VALUE, policy=FENCE_DOC)
+    node = res(INSTANCE, "node", deps={"iamInstanceProfile": [profile]},
+               iamInstanceProfile=UNKNOWN_STRING_VALUE, **instance_props)
+    return [role, profile, policy, node]
+
+
+def test_fence_permissions_follow_property_dependencies_in_preview() -> None:
+    found = evaluate(_fencing_stack(), policies=only("stonith-fence-permissions"))
+    assert found["stonith-fence-permissions"] == []
+
+
+def test_fence_permissions_unknown_without_dependencies_defer_to_update() -> None:
+    node = res(INSTANCE, iamInstanceProfile=UNKNOWN_STRING_VALUE)
+    with pytest.raises(UnknownValueError):
+        evaluate([node], policies=only("stonith-fence-permissions"))
+
+
+def test_unknown_script_defers_instead_of_reporting_it_missing() -> None:
+    command = res(COMMAND, stdin=UNKNOWN_STRING_VALUE)
+    with pytest.raises(UnknownValueError):
+        evaluate([command, res(INSTANCE)], policies=only("stonith-cluster-config"))
+
+
+def test_instance_without_role_cannot_be_fenced() -> None:
+    found = evaluate([res(INSTANCE)], policies=only("stonith-fence-permissions"))
+    assert "no instance profile" in messages(found, "stonith-fence-permissions")[0]
+
+
+def test_rules_read_floats_as_the_engine_sends_them() -> None:
+    (rule,) = ingress_rules(INGRESS, unknown_checking_proxy(
+        {"ipProtocol": "6", "fromPort": 20.0, "toPort": 23.0, "cidrIpv4": "10.0.0.0/8"}))
+    assert rule.reaches("tcp", 22, 22) and not rule.reaches("udp", 22, 22)
+
+
+# --- enforcement and the pack itself -----------------------------------------------------
+
+def _levels(stack: str) -> dict[str, str]:
+    doc = json.loads((POLICY_DIR / "config" / f"{stack}.json").read_text())
+    default = doc.pop("all")
+    levels = {p.name: default for p in POLICIES}
+    for name, value in doc.items():
+        assert name in levels, f"{stack}.json configures unknown policy {name}"
+        levels[name] = value if isinstance(value, str) else value["enforcementLevel"]
+    return levels
+
+
+def test_mainnet_enforces_every_policy() -> None:
+    assert set(_levels("mainnet").values()) == {"mandatory"}
+
+
+def test_testnet_relaxes_only_the_mainnet_guard() -> None:
+    relaxed = {n: lvl for n, lvl in _levels("testnet").items() if lvl != "mandatory"}
+    assert relaxed == {"mainnet-termination-protection": "advisory"}
+
+
+def test_pack_entry_point_registers_every_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[dict[str, Any]] = []
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kw: created.append(kw))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # __main__.py extends it
+    runpy.run_path(str(POLICY_DIR / "__main__.py"))
+    (pack,) = created
+    assert pack["enforcement_level"] is EnforcementLevel.MANDATORY
+    assert [p.name for p in pack["policies"]] == [p.name for p in POLICIES]
+    assert len({p.name for p in POLICIES}) == len(POLICIES)

@@ -12,6 +12,7 @@ Run inside the cloud namespace as `python -m lab.cloud serve RUN_DIR`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sys
 import threading
@@ -128,8 +129,8 @@ def _install_ec2_semantics(nodes: dict[str, NodeSpec], log: EventLog) -> None:
         for eni in self.enis.values():
             if eni.id != eni_id:
                 eni.private_ip_addresses = [
-                    a for a in eni.private_ip_addresses
-                    if a.get("Primary") or a.get("PrivateIpAddress") not in (private_ip_addresses or ())]
+                    a for a in eni.private_ip_addresses if a.get("Primary")
+                    or a.get("PrivateIpAddress") not in (private_ip_addresses or ())]
         return orig_assign(self, eni_id, private_ip_addresses, secondary_ips_count)
 
     Instance.stop, Instance.start = stop, start
@@ -206,6 +207,7 @@ def serve(run_dir: Path) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     cfg = CloudConfig.load(run_dir)
     specs = load_specs(run_dir / "nodes.json")
     log = EventLog(run_dir / "cloud-events.jsonl")

@@ -47,4 +47,5 @@ def guide_model(cfg: StackConfig) -> ClusterModel:
             for r in group.members)
         return dataclasses.replace(group, members=members)
 
-    return dataclasses.replace(model, corosync=corosync, groups=tuple(slow(g) for g in model.groups))
+    return dataclasses.replace(model, corosync=corosync,
+                               groups=tuple(slow(g) for g in model.groups))

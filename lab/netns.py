@@ -7,6 +7,7 @@ in namespaces the lab created; pulling a node's cable is `ip link set down` on i
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,18 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc.stdout
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.5):  # noqa: ANN001, ANN201
+    """Poll `pred` until it returns something truthy; bounded, like every wait of the lab."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def in_ns(ns: str, *argv: str, check: bool = True) -> str:

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.netns import LabError, in_ns, run
+from lab.netns import LabError, in_ns, run, wait_for
 
 OCF_ROOT = "/usr/lib/ocf/resource.d"
 LAB_PROVIDER = "prep-ha-lab"
@@ -150,22 +150,19 @@ def exec_in(spec: NodeSpec, *argv: str, check: bool = True, timeout: float = 120
                check=check, timeout=timeout, input=input)
 
 
+# Daemons we started; polled so that killed ones (a fenced node) do not linger as zombies.
+_children: list[subprocess.Popen] = []
+
+
 def _spawn(spec: NodeSpec, name: str, *argv: str) -> None:
+    _children[:] = [p for p in _children if p.poll() is None]
     log = open(Path(spec.state, f"{name}.out"), "ab")  # noqa: SIM115 - owned by the child
     env = node_env(spec)
-    subprocess.Popen(nsenter(spec, "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv),
-                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                     start_new_session=True)
+    argv_env = [f"{k}={v}" for k, v in env.items()]
+    _children.append(subprocess.Popen(
+        nsenter(spec, "env", "-i", *argv_env, *argv), stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True))
     log.close()
-
-
-def _wait(pred, timeout: float, what: str, interval: float = 0.2) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(interval)
-    raise LabError(f"timed out after {timeout}s waiting for {what}")
 
 
 def power_on(spec: NodeSpec, timeout: float = 30) -> None:
@@ -180,15 +177,16 @@ def power_on(spec: NodeSpec, timeout: float = 30) -> None:
     in_ns(spec.ns, "ip", "route", "replace", "169.254.169.254/32", "dev", "eth0",
           "src", spec.service_ip)
     spec.holder_pidfile.unlink(missing_ok=True)
-    subprocess.Popen(["ip", "netns", "exec", spec.ns, "unshare", "--mount", "--uts",
-                      "--propagation", "private", "--", "sh", "-c", _holder_script(spec)],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=open(Path(spec.state, "holder.err"), "ab"),  # noqa: SIM115
-                     start_new_session=True)
-    _wait(lambda: holder_pid(spec) is not None, timeout, f"{spec.name} holder")
+    holder = ["ip", "netns", "exec", spec.ns, "unshare", "--mount", "--uts",
+              "--propagation", "private", "--", "sh", "-c", _holder_script(spec)]
+    with open(Path(spec.state, "holder.err"), "ab") as err:
+        _children.append(subprocess.Popen(holder, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=err,
+                                          start_new_session=True))
+    wait_for(lambda: holder_pid(spec) is not None, timeout, f"{spec.name} holder", 0.1)
     _spawn(spec, "corosync", "corosync", "-f")
-    _wait(lambda: exec_in(spec, "corosync-cfgtool", "-s", check=False).strip() != "",
-          timeout, f"corosync on {spec.name}")
+    wait_for(lambda: exec_in(spec, "corosync-cfgtool", "-s", check=False).strip() != "",
+             timeout, f"corosync on {spec.name}", 0.2)
     _spawn(spec, "pacemakerd", "pacemakerd")
 
 
@@ -233,3 +231,26 @@ def power_off(spec: NodeSpec) -> None:
 
 def is_on(spec: NodeSpec) -> bool:
     return holder_pid(spec) is not None
+
+
+def processes(spec: NodeSpec) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process running on the node."""
+    out = []
+    for pid in netns_pids(spec.ns):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        out.append((pid, [a.decode(errors="replace") for a in argv if a]))
+    return out
+
+
+def kill_matching(spec: NodeSpec, pred) -> list[int]:  # noqa: ANN001
+    """SIGKILL the node's processes whose argv satisfies `pred`; returns their pids."""
+    pids = [pid for pid, argv in processes(spec) if argv and pred(argv)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids

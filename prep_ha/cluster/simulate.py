@@ -29,13 +29,14 @@ class SimulationError(RuntimeError):
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "fence", "start", "stop", "promote", ... as the scheduler names it
+    kind: str  # "fence", "start", "stop", "monitor", ... as the scheduler names it
     target: str  # resource id, or the fenced node
-    node: str  # where it runs ("" for fencing)
+    node: str = ""  # where a resource action runs
+    fence_action: str = ""  # reboot, off, on
 
     def words(self) -> str:
         if self.kind == "fence":
-            return f"fence {self.target} through the EC2 API ({self.node or 'reboot'})"
+            return f"fence {self.target} through the EC2 API ({self.fence_action})"
         return f"{self.kind} {self.target} on {self.node}"
 
 
@@ -46,8 +47,9 @@ class Transition:
     after: dict[str, tuple[str, ...]]
     online_after: tuple[str, ...]
     # operation_key of each graph action -> keys it waits for (Pacemaker's transition graph)
+    # The CIB after the transition, input of the next event.
+    output_cib: Path
     graph: dict[str, set[str]] = field(default_factory=dict)
-    output_cib: Path | None = None
 
     def fenced(self) -> list[str]:
         return [s.target for s in self.steps if s.kind == "fence"]
@@ -99,8 +101,11 @@ class Simulator:
 
     def __init__(self, model: ClusterModel, workdir: str | os.PathLike[str] | None = None):
         self.model = model
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="prep-ha-sim-")
-        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="prep-ha-sim-")
+            workdir = self._tmp.name
+        self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.node1, self.node2 = (n.name for n in model.nodes)
         self._count = 0
@@ -159,18 +164,21 @@ class Simulator:
         steps = []
         for a in root.find("transition") or ():
             if a.tag == "fencing_action":
-                steps.append(Step("fence", a.get("target", ""), a.get("op", "")))
+                steps.append(Step("fence", a.get("target", ""), fence_action=a.get("op", "")))
             elif a.tag == "rsc_action":
                 steps.append(Step(a.get("op", ""), a.get("resource", ""), a.get("node", "")))
+        before = root.find("cluster_status")
         # A run that changes nothing has no revised status: the input status stands.
         after = root.find("revised_cluster_status")
         if after is None:
-            after = root.find("cluster_status")
-        online = tuple(n.get("name", "") for n in after.iter("node")  # type: ignore[union-attr]
+            after = before
+        if after is None:
+            raise SimulationError(f"crm_simulate printed no cluster status:\n{xml}")
+        online = tuple(n.get("name", "") for n in after.iter("node")
                        if n.get("online") == "true" and n.get("standby") != "true")
         return Transition(
             steps=steps,
-            before=_placements(root.find("cluster_status")),
+            before=_placements(before),
             after=_placements(after),
             online_after=online,
             graph=_graph(graph),
@@ -219,7 +227,7 @@ def peer_monitor_failures(sim: Simulator, count: int) -> list[Transition]:
     state = sim.steady()
     results = []
     for _ in range(count):
-        state = sim.simulate(state.output_cib, "--op-inject",  # type: ignore[arg-type]
+        state = sim.simulate(state.output_cib, "--op-inject",
                              f"{key}@{sim.node1}=7")
         results.append(state)
     return results
@@ -241,11 +249,11 @@ def scenarios() -> list[Scenario]:
                  lambda s: peer_monitor_failures(s, 2)[-1]),
         Scenario("node 1 returns after a failover", "Node 1 rejoins once node 2 took over.",
                  lambda s: s.simulate(
-                     s.simulate(s.steady().output_cib, "--node-fail", s.node1).output_cib,  # type: ignore[arg-type]
+                     s.simulate(s.steady().output_cib, "--node-fail", s.node1).output_cib,
                      "--node-up", s.node1)),
         Scenario("node 1 in standby", "Maintenance: `pcs node standby` on node 1.",
                  lambda s: s.simulate(s.set_node_attribute(
-                     s.steady().output_cib, s.node1, "standby", "on"))),  # type: ignore[arg-type]
+                     s.steady().output_cib, s.node1, "standby", "on")))
     ]
 
 
@@ -270,5 +278,5 @@ def describe(model: ClusterModel, title: str, explain: str, t: Transition) -> st
 
 def fencing_failure_report(model: ClusterModel, sim: Simulator) -> tuple[Transition, set[str]]:
     """Node 1 fails and fencing it fails: which actions of the transition can never run."""
-    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)  # type: ignore[arg-type]
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
     return t, t.blocked_by(fence_key(sim.node1))

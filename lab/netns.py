@@ -20,14 +20,20 @@ class LabError(RuntimeError):
     pass
 
 
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
-        input: str | None = None, env: dict[str, str] | None = None) -> str:
-    """Run a command, bounded in time; a failure carries its output."""
+def run_proc(argv: Sequence[str], *, timeout: float = 60, input: str | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command, bounded in time, and return whatever it did."""
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                               input=input, env=env, check=False)
     except subprocess.TimeoutExpired as e:
         raise LabError(f"{' '.join(argv)} timed out after {timeout}s") from e
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
+        input: str | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command, bounded in time; a failure carries its output."""
+    proc = run_proc(argv, timeout=timeout, input=input, env=env)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc.stdout

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.netns import LabError, in_ns, run, wait_for
+from lab.netns import LabError, in_ns, run, run_proc, wait_for
 
 OCF_ROOT = "/usr/lib/ocf/resource.d"
 LAB_PROVIDER = "prep-ha-lab"
@@ -142,12 +142,20 @@ def node_env(spec: NodeSpec) -> dict[str, str]:
     return {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8", **dict(spec.env)}
 
 
+def _in_node(spec: NodeSpec, argv: tuple[str, ...], env: dict[str, str] | None) -> list[str]:
+    full = {**node_env(spec), **(env or {})}
+    return nsenter(spec, "env", "-i", *(f"{k}={v}" for k, v in full.items()), *argv)
+
+
 def exec_in(spec: NodeSpec, *argv: str, check: bool = True, timeout: float = 120,
             input: str | None = None, env: dict[str, str] | None = None) -> str:
     """Run a command inside the node, with the node's environment (as an admin's shell would)."""
-    full = {**node_env(spec), **(env or {})}
-    return run(nsenter(spec, "env", "-i", *(f"{k}={v}" for k, v in full.items()), *argv),
-               check=check, timeout=timeout, input=input)
+    return run(_in_node(spec, argv, env), check=check, timeout=timeout, input=input)
+
+
+def exec_proc(spec: NodeSpec, *argv: str, timeout: float = 120, input: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_proc(_in_node(spec, argv, env), timeout=timeout, input=input)
 
 
 # Daemons we started; polled so that killed ones (a fenced node) do not linger as zombies.

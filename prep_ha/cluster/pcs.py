@@ -169,7 +169,7 @@ setup() {{
 
 push() {{
   require_instance_ids
-  local digest current dir
+  local digest current
   digest=$(printf '%s %s %s' "$MODEL_DIGEST" {ids} | sha256sum | cut -c1-16)
   current=$(crm_attribute --type crm_config --name {DIGEST_ATTR} --query --quiet \
     2>/dev/null || true)

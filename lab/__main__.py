@@ -1,0 +1,78 @@
+"""python -m lab {up,status,drill,bench,down,aws-drill}: see lab/README in the project README."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lab.cluster import RUN_DIR, Lab, down, missing_tools, running_lab
+
+STACK_FILE = RUN_DIR.parent / "prep-ha-lab.stack"
+
+
+def _lab(stack: str | None) -> Lab:
+    if stack is None:
+        if not STACK_FILE.exists():
+            raise SystemExit("no lab is up: run `python -m lab up --stack testnet` first")
+        stack = STACK_FILE.read_text().strip()
+    return Lab.from_stack(stack)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab")
+    sub = ap.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="bring the lab up and leave it running")
+    up.add_argument("--stack", default="testnet")
+    sub.add_parser("status", help="pcs status of the running lab")
+    drill = sub.add_parser("drill", help="run the failover drill on the running lab "
+                                         "(or on a fresh one with --stack, torn down after)")
+    drill.add_argument("--stack")
+    drill.add_argument("--case", action="append", help="heartbeat, service, standby, kill, links")
+    bench = sub.add_parser("bench", help="failover time, product vs guide settings")
+    bench.add_argument("--stack", default="testnet")
+    bench.add_argument("--runs", type=int, default=3)
+    sub.add_parser("down", help="remove everything the lab made (safe at any time)")
+    sub.add_parser("aws-drill", help="drill a deployed stack (see --help)", add_help=False)
+    args, rest = ap.parse_known_args(argv)
+
+    if args.command == "aws-drill":
+        from lab import aws_drill
+        return aws_drill.main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "down":
+        down()
+        STACK_FILE.unlink(missing_ok=True)
+        return 0
+    if missing := missing_tools():
+        raise SystemExit(f"missing tools: {', '.join(missing)} (see lab/README in the README)")
+    if args.command == "up":
+        lab = Lab.from_stack(args.stack)
+        with running_lab(lab, keep=True):
+            STACK_FILE.write_text(args.stack)
+            print(f"lab up in {lab.timings['total']:.1f} s; `python -m lab down` removes it")
+            print(lab.pcs_status())
+        return 0
+    if args.command == "status":
+        print(_lab(None).pcs_status())
+        return 0
+    if args.command == "drill":
+        from lab.drill import Drill
+        if args.stack:
+            with running_lab(Lab.from_stack(args.stack)) as lab:
+                results = Drill(lab).run(args.case)
+        else:
+            results = Drill(_lab(None)).run(args.case)
+        failed = [r.name for r in results if not r.passed]
+        print(f"drill: {len(results) - len(failed)}/{len(results)} cases passed")
+        return 1 if failed else 0
+    if args.command == "bench":
+        from lab.bench import bench
+        down()
+        bench(Lab.from_stack(args.stack).cfg, args.runs)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -95,7 +95,34 @@ def test_no_secret_values_only_secret_ids(stack_run):
         assert f'prep-ha-secret "{arns["keystore"]}" > /run/prep-ha/peer/' in peer
         assert f'prep-ha-secret "{arns["keystore-password"]}"; }} > /run/prep-ha/peer/' in peer
         hacluster = files["/etc/systemd/system/prep-ha-hacluster-password.service"]["content"]
-        assert f'prep-ha-secret "{arns["hacluster-password"]}"; }} | chpasswd' in hacluster
+        assert f'prep-ha-secret "{arns["hacluster-password"]}")' in hacluster
+
+
+def hacluster_exec_start(tmp_path: Path, secret_script: str) -> tuple[str, Path]:
+    """The unit's ExecStart as systemd hands it to sh, with the fetch and chpasswd stubbed."""
+    content = (PROJECT_DIR / "cloud-init/files/prep-ha-hacluster-password.service").read_text()
+    line = next(ln for ln in content.splitlines() if ln.startswith("ExecStart="))
+    command = line.split("-c ", 1)[1].strip("'").replace("$$", "$").replace("%%", "%")
+    fetch, record = tmp_path / "fetch", tmp_path / "chpasswd.in"
+    fetch.write_text("#!/bin/sh\n" + secret_script + "\n")
+    fetch.chmod(0o755)
+    command = (command.replace("/usr/local/sbin/prep-ha-secret", str(fetch))
+               .replace("{{ hacluster_secret_id }}", "some-id")
+               .replace("| chpasswd", f"| cat > {record}"))
+    return command, record
+
+
+def test_hacluster_password_reaches_chpasswd_only_when_fetched(tmp_path):
+    command, record = hacluster_exec_start(tmp_path, "echo s3cret")
+    assert subprocess.run(["sh", "-c", command], check=False).returncode == 0
+    assert record.read_text() == "hacluster:s3cret\n"
+
+
+@pytest.mark.parametrize("fetch", ["exit 1", "echo -n ''"], ids=["fetch-fails", "empty"])
+def test_failed_hacluster_fetch_never_sets_an_empty_password(tmp_path, fetch):
+    command, record = hacluster_exec_start(tmp_path, fetch)
+    assert subprocess.run(["sh", "-c", command], check=False).returncode != 0
+    assert not record.exists()
 
 
 def test_packages_and_first_boot_commands(stack_run):

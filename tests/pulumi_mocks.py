@@ -29,6 +29,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tests.fixtures.fake_keys import FAKE_SSH_PRIVATE_KEY
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_DIR / "__main__.py"
 PROJECT = "icon-prep-ha"
@@ -37,14 +39,9 @@ ACCOUNT = "123456789012"
 
 # Distinctive, so a test can grep any rendered text (user-data, policies) for a leak.
 FAKE_KEYSTORE_PASSWORD = "FAKE-keystore-password-q7Zr93"
-FAKE_KEYSTORE = json.dumps({
-    "address": "hxfa4e0000000000000000000000000000000001",
-    "crypto": {"cipher": "aes-128-ctr", "ciphertext": "FAKE-keystore-ciphertext-x81Lm",
-               "cipherparams": {"iv": "00"}, "kdf": "scrypt", "kdfparams": {}, "mac": "00"},
-    "id": "00000000-0000-0000-0000-000000000000", "version": 3, "coinType": "icx",
-})
+FAKE_KEYSTORE = json.dumps(json.loads(
+    (Path(__file__).parent / "fixtures" / "fake_keystore.json").read_text()))
 FAKE_HACLUSTER_PASSWORD = "FAKEhaclusterPassword5vQ2"
-FAKE_SSH_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nFAKE-ssh-key-m4Kd\n-----END..."
 FAKE_SECRET_VALUES = (FAKE_KEYSTORE_PASSWORD, "FAKE-keystore-ciphertext-x81Lm",
                       FAKE_HACLUSTER_PASSWORD, "FAKE-ssh-key-m4Kd")
 DEBIAN_AMI = "ami-0d3b5f0e6a1c2b3d4"

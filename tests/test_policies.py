@@ -40,6 +40,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown
 from policies.prep_ha_policies import POLICIES
 from policies.prep_ha_policies.rules import ingress_rules
 from policies.prep_ha_policies.secrets import secret_findings
+from tests.fixtures.fake_keys import FAKE_RSA_PEM, PEM_HEADER
 from tests.pulumi_mocks import FAKE_KEYSTORE, CapturedResource, run_program, stack_config
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -47,7 +48,7 @@ STACKS = ("testnet", "mainnet")
 INSTANCE = "aws:ec2/instance:Instance"
 COMMAND = "command:remote:Command"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAfake\n-----END RSA PRIVATE KEY-----\n"
+PEM = FAKE_RSA_PEM
 # The mocks answer with these physical names (the engine's outputs would carry real ones).
 NAMED_BY_PROVIDER = ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile")
 
@@ -401,7 +402,7 @@ def test_launch_templates_are_judged_like_instances() -> None:
     ("password: ${PASSWORD}\n", []),
     ("ADMIN_PASSWORD=x7", ["a literal password"]),
     ('{\\"crypto\\": {\\"kdf\\": \\"scrypt\\"}}', ["a JSON keystore (crypto/ciphertext/kdf)"]),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----", ["a PEM private key"]),
+    (PEM_HEADER, ["a PEM private key"]),
 ])
 def test_secret_patterns(text: str, kinds: list[str]) -> None:
     assert secret_findings(text) == kinds

@@ -123,30 +123,27 @@ class NodePair(pulumi.ComponentResource):
             return cluster_tags(cfg.cluster_name, f"{node_name}-{what}",
                                 **{NODE_TAG: node_name})
 
+        def eni(role: str, subnet_id: pulumi.Input[str], ips: list[str],
+                security_group_id: pulumi.Input[str], purpose: str,
+                ignore_changes: list[str] | None = None) -> aws.ec2.NetworkInterface:
+            return aws.ec2.NetworkInterface(
+                f"{prefix}-{role}-eni", subnet_id=subnet_id, private_ip_list_enabled=True,
+                private_ip_lists=ips, security_groups=[security_group_id],
+                description=f"{node_name} {role}: {purpose}", tags=tags(role),
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore_changes))
+
         # Device index 0: awsvip moves the VIP to the ENI of the instance's primary MAC.
-        service_eni = aws.ec2.NetworkInterface(
-            f"{prefix}-service-eni", subnet_id=args.service_subnet_id,
-            private_ip_list_enabled=True, private_ip_lists=[addresses.service_ip, vip],
-            security_groups=[args.service_security_group_id],
-            description=f"{node_name} service: VIPs, ICON, corosync link 1",
-            tags=tags("service"),
-            # Pacemaker (awsvip) moves the VIPs between the two service ENIs at failover.
-            # Pulumi must not move them back on the next `up`: it only sets the VIP at
-            # creation and then ignores the ENI's address list.
-            opts=pulumi.ResourceOptions(
-                parent=self, ignore_changes=["privateIpLists", "privateIps", "privateIpsCount"]))
-        heartbeat_eni = aws.ec2.NetworkInterface(
-            f"{prefix}-heartbeat-eni", subnet_id=args.heartbeat_subnet_id,
-            private_ip_list_enabled=True, private_ip_lists=[addresses.heartbeat_ip],
-            security_groups=[args.heartbeat_security_group_id],
-            description=f"{node_name} heartbeat: corosync link 0", tags=tags("heartbeat"),
-            opts=pulumi.ResourceOptions(parent=self))
-        management_eni = aws.ec2.NetworkInterface(
-            f"{prefix}-management-eni", subnet_id=args.management_subnet_id,
-            private_ip_list_enabled=True, private_ip_lists=[addresses.management_ip],
-            security_groups=[args.management_security_group_id],
-            description=f"{node_name} management: SSH, pcsd", tags=tags("management"),
-            opts=pulumi.ResourceOptions(parent=self))
+        # Pacemaker (awsvip) moves the VIPs between the two service ENIs at failover. Pulumi
+        # must not move them back on the next `up`: it only sets the VIP at creation and
+        # then ignores the ENI's address list.
+        service_eni = eni("service", args.service_subnet_id, [addresses.service_ip, vip],
+                          args.service_security_group_id, "VIPs, ICON, corosync link 1",
+                          ignore_changes=["privateIpLists", "privateIps", "privateIpsCount"])
+        heartbeat_eni = eni("heartbeat", args.heartbeat_subnet_id, [addresses.heartbeat_ip],
+                            args.heartbeat_security_group_id, "corosync link 0")
+        management_eni = eni("management", args.management_subnet_id,
+                             [addresses.management_ip], args.management_security_group_id,
+                             "SSH, pcsd")
 
         data_volume = aws.ebs.Volume(
             f"{prefix}-data", availability_zone=cfg.availability_zone,

@@ -19,14 +19,36 @@ from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import model_digest, render_script
 from prep_ha.config import StackConfig
 
-# cloud-init exits 2 for "done, with recoverable errors" (e.g. a deprecated key): still done.
-WAIT_FOR_CLOUD_INIT = (
-    "sudo cloud-init status --wait >/dev/null || [ $? -eq 2 ]; "
-    "test -x /usr/local/sbin/prep-ha-secret && systemctl is-active --quiet pcsd"
-)
+# Runs as the SSH user on each node before anything touches the cluster. Every failure names
+# what is wrong: cloud-init's own error, or the boot services the bootstrap depends on.
+NODE_READY = """set -u
+if ! out=$(sudo cloud-init status --wait --long 2>&1); then
+  echo "cloud-init did not finish cleanly on $(hostname):" >&2
+  echo "$out" >&2
+  exit 1
+fi
+problems=""
+for unit in prep-ha-network prep-ha-hacluster-password pcsd; do
+  # A unit may still be retrying (Restart=on-failure): give it two minutes to settle.
+  for _ in $(seq 24); do
+    systemctl is-active --quiet "$unit.service" && break
+    sleep 5
+  done
+  systemctl is-active --quiet "$unit.service" || problems="$problems $unit.service is not active;"
+done
+test -x /usr/local/sbin/prep-ha-secret || problems="$problems prep-ha-secret is missing;"
+mountpoint -q /app/icon || problems="$problems the data volume is not mounted at /app/icon;"
+if [ -n "$problems" ]; then
+  echo "node $(hostname) is not ready:$problems" >&2
+  sudo systemctl --failed --no-pager >&2 || true
+  exit 1
+fi
+echo "node $(hostname) ready"
+"""
 SETUP = "sudo bash -s setup"
 # pcs stops resources, then pacemaker, then corosync on both nodes: no fencing on the way down.
 STOP_CLUSTER = "sudo pcs cluster stop --all --request-timeout=300"
+HEALTH = "sudo bash -s health"
 
 
 @dataclass
@@ -63,7 +85,7 @@ class PacemakerCluster(pulumi.ComponentResource):
         ]
         waits = [
             remote.Command(
-                f"{name}-{node}-cloud-init", connection=conn, create=WAIT_FOR_CLOUD_INIT,
+                f"{name}-{node}-ready", connection=conn, create=NODE_READY,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.ready)))
             for node, conn in zip(cfg.node_names, connections, strict=True)
         ]
@@ -80,8 +102,14 @@ class PacemakerCluster(pulumi.ComponentResource):
             f"{name}-cib-push", connection=connections[0], create=push, update=push,
             stdin=script, triggers=[model_digest(model)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[setup]))
+        # Runs whenever the push does: `pulumi up` fails unless Peer and Ctz end up started on
+        # different nodes with fencing running and no failed actions.
+        self.health = remote.Command(
+            f"{name}-health", connection=connections[0], create=HEALTH, update=HEALTH,
+            stdin=script, triggers=[model_digest(model)],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cib_push]))
         self.script = pulumi.Output.from_input(script)
         self.pcs_status_command = pulumi.Output.concat(
             "ssh ", args.ssh_user, "@", args.ssh_hosts[0], " sudo pcs status --full")
-        self.register_outputs({"cibPush": self.cib_push.stdout,
+        self.register_outputs({"cibPush": self.cib_push.stdout, "health": self.health.stdout,
                                "pcsStatusCommand": self.pcs_status_command})

@@ -16,7 +16,7 @@ import pulumi_aws as aws
 
 from components.tags import NODE_TAG, ROLE_TAG, cluster_tags
 from prep_ha.config import StackConfig
-from prep_ha.userdata import NodeUserData, render_user_data
+from prep_ha.userdata import NodeUserData, encode_user_data, render_user_data
 
 # Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_AMI_OWNER = "136693071363"
@@ -155,14 +155,14 @@ class NodePair(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             data_volume.id, args.p2p_public_ip, args.keystore_secret_arn,
             args.keystore_password_secret_arn, args.hacluster_password_secret_arn,
-        ).apply(lambda v: render_user_data(NodeUserData(
+        ).apply(lambda v: encode_user_data(render_user_data(NodeUserData(
             node_name=node_name, region=cfg.region, icon_network=cfg.icon_network,
             icon_image=f"iconloop/icon2-node:{cfg.icon_image_tag}", data_volume_id=v[0],
             heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
             management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
             citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
-            hacluster_secret_id=v[4])))
+            hacluster_secret_id=v[4]))))
 
         instance = aws.ec2.Instance(
             f"{prefix}-instance", ami=ami_id, instance_type=cfg.instance_type,
@@ -179,13 +179,13 @@ class NodePair(pulumi.ComponentResource):
             disable_api_termination=cfg.termination_protection,
             # fence_aws fences by StopInstances: stop protection would disable STONITH.
             disable_api_stop=False,
-            user_data=user_data,
+            user_data_base64=user_data,
             tags={**tags("instance"), "Name": node_name, ROLE_TAG: role},
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(args.boot_after),
                 # A newer Debian image must not replace a live validator, and user-data
                 # only acts on first boot, so changing it would merely stop/start a node.
-                ignore_changes=["ami", "userData"]))
+                ignore_changes=["ami", "userDataBase64"]))
 
         attachments: list[pulumi.Resource] = [
             aws.ec2.NetworkInterfaceAttachment(

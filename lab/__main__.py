@@ -1,4 +1,4 @@
-"""python -m lab {up,status,drill,bench,down,aws-drill}: see lab/README in the project README."""
+"""python -m lab {up,status,drill,bench,down,aws-drill}: see "Drills" in the project README."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     drill = sub.add_parser("drill", help="run the failover drill on the running lab "
                                          "(or on a fresh one with --stack, torn down after)")
     drill.add_argument("--stack")
-    drill.add_argument("--case", action="append", help="heartbeat, service, standby, kill, links")
+    drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, links")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)
@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         STACK_FILE.unlink(missing_ok=True)
         return 0
     if missing := missing_tools():
-        raise SystemExit(f"missing tools: {', '.join(missing)} (see lab/README in the README)")
+        raise SystemExit(f"missing tools: {', '.join(missing)} (`bash .ci/run` installs them)")
     if args.command == "up":
         lab = Lab.from_stack(args.stack)
+        STACK_FILE.write_text(args.stack)
         with running_lab(lab, keep=True):
-            STACK_FILE.write_text(args.stack)
             print(f"lab up in {lab.timings['total']:.1f} s; `python -m lab down` removes it")
             print(lab.pcs_status())
         return 0

@@ -1,7 +1,8 @@
-"""Bring the lab up and down: namespaces, the cloud host, two booted nodes, the pushed CIB.
+"""Bring the lab up and down: the cloud, the stack deployed into it, two booted nodes, the
+bootstrap Commands run over SSH, and a view of the cluster they made.
 
-`up` clears stale state first; `down` kills every process in the lab's namespaces and deletes
-them (their links and mounts go with them), and is safe to run at any time.
+`up` clears stale state first; `down` kills every process in the lab's namespaces, unmounts
+the nodes' volumes and deletes the namespaces, and is safe to run at any time.
 """
 
 from __future__ import annotations
@@ -15,32 +16,34 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import netns
-from lab.cloud import IMDS_IP, CloudConfig, make_certificates
-from lab.model import product_model
-from lab.netns import wait_for
-from lab.node import (
-    NodeSpec,
-    exec_in,
-    exec_proc,
-    is_on,
-    kill_ns,
-    power_on,
-    prepare_state,
-    save_specs,
+from lab import cloud, netns, node
+from lab.bootstrap import CommandRun, run_commands
+from lab.client import generate_key
+from lab.deploy import Command, Deployment
+from lab.image import ensure_image
+from lab.netns import LabError, in_ns, ns_argv, wait_for
+from lab.node import NodeSpec, exec_in, is_on, save_specs
+from lab.standins.packages import build_debs
+from lab.topology import (
+    CLIENT_NS,
+    CLOUD_NS,
+    client_ports,
+    cloud_config,
+    cloud_ports,
+    node_specs,
 )
-from lab.topology import CLOUD_NS, Topology, hosts_file, topology
-from prep_ha.cluster.model import ClusterModel
-from prep_ha.cluster.pcs import corosync_conf, render_script
 from prep_ha.config import StackConfig, load_stack_file
 
 RUN_DIR = Path(os.environ.get("PREP_HA_LAB_DIR", "/var/tmp/prep-ha-lab"))
 REPO = Path(__file__).resolve().parent.parent
-REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "corosync", "pacemakerd", "pcs", "crm_mon",
-                  "openssl", "fence_aws", "/usr/bin/aws", "curl")
+KEYSTORE = REPO / "tests" / "fixtures" / "fake_keystore.json"
+REQUIRED_TOOLS = ("ip", "nsenter", "systemd-nspawn", "debootstrap", "dnsmasq", "iptables",
+                  "openssl", "ssh", "ssh-keygen", "curl", "losetup", "mkfs.ext4", "dpkg-deb")
+BOOT_TIMEOUT = 600
 
 
 def missing_tools() -> list[str]:
@@ -51,8 +54,7 @@ def missing_tools() -> list[str]:
 class Status:
     online: tuple[str, ...]  # cluster members, standby or not
     standby: tuple[str, ...]
-    # resource id -> nodes it is active on
-    placements: dict[str, tuple[str, ...]]
+    placements: dict[str, tuple[str, ...]]  # resource id -> nodes it is active on
     failed: tuple[str, ...]
 
     def where(self, rsc: str) -> tuple[str, ...]:
@@ -71,104 +73,118 @@ def parse_crm_mon(xml: str) -> Status:
     return Status(online, standby, placements, failed)
 
 
+@dataclass
 class Lab:
-    """A running lab in `run_dir`; usable from a fresh process after `up` (e.g. `lab drill`)."""
+    """A lab in `run_dir`; usable from a fresh process after `up` (e.g. `lab drill`)."""
 
-    def __init__(self, cfg: StackConfig, run_dir: Path = RUN_DIR,
-                 model: ClusterModel | None = None):
-        self.cfg = cfg
-        self.model = model or product_model(cfg)
-        self.topo: Topology = topology(cfg, run_dir)
-        self.run_dir = run_dir
-        self.timings: dict[str, float] = {}
-        self.pushes: list[subprocess.CompletedProcess[str]] = []
+    cfg: StackConfig
+    run_dir: Path = RUN_DIR
+    # The benchmark's guide variant replaces the bootstrap script (see lab/bench.py).
+    script_of: Callable[[Command], str | None] = lambda c: None
+    timings: dict[str, float] = field(default_factory=dict)
+    command_runs: list[CommandRun] = field(default_factory=list)
 
     @classmethod
     def from_stack(cls, stack: str, run_dir: Path = RUN_DIR) -> Lab:
         return cls(load_stack_file(str(REPO / f"Pulumi.{stack}.yaml"), stack=stack), run_dir)
 
     @property
-    def nodes(self) -> tuple[NodeSpec, NodeSpec]:
-        return self.topo.nodes
+    def key(self) -> Path:
+        return self.run_dir / "admin.key"
+
+    def deployment(self) -> Deployment:
+        return Deployment.from_json((self.run_dir / "deployment.json").read_text())
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        return node.load_specs(self.run_dir / "nodes.json")
 
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
 
+    def secret_values(self) -> dict:
+        """What the stack keeps secret, for leak searches (never printed)."""
+        return json.loads((self.run_dir / "secret-values.json").read_text())
+
     # ---- lifecycle
-    def up(self, timeout: float = 240) -> dict[str, float]:
-        """Fresh lab: returns timings (s) of its phases."""
+    def up(self, echo: Callable[[str], None] = print) -> dict[str, float]:
         t0 = time.monotonic()
         down(self.run_dir)
         self.run_dir.mkdir(parents=True)
-        netns.create([CLOUD_NS, netns.PREFIX + "client", *(n.ns for n in self.nodes)],
-                      self.topo.ports)
-        self._start_cloud()
-        inventory = self.inventory()
-        key = secrets.token_bytes(256)
-        conf = corosync_conf(self.model)
-        for spec, inst in zip(self.nodes, inventory, strict=True):
-            # The node's service NIC carries the MAC EC2 gave its primary ENI, as on AWS.
-            netns.in_ns(spec.ns, "ip", "link", "set", "eth0", "address", inst["mac"])
-            prepare_state(spec, conf, key, hosts_file(self.topo))
-        t_cloud = time.monotonic()
-        for spec in self.nodes:
-            power_on(spec)
-        self.wait_members(timeout)
-        t_quorum = time.monotonic()
-        self.push()
-        self.wait_healthy(timeout)
+        image = ensure_image(lab_debs=build_debs(self.run_dir / "debs"), echo=echo)
+        t_image = time.monotonic()
+        cloud_cfg = self._start_cloud(image.mirror)
+        deployment = self._deploy(echo)
+        t_deploy = time.monotonic()
+        specs = node_specs(deployment, cloud_cfg, self.run_dir)
+        save_specs(self.run_dir / "nodes.json", specs)
+        netns.add_hosts([s.ns for s in specs])
+        for spec in specs:
+            netns.plug(spec.ports())
+            node.create_disks(spec, image.rootfs, self.run_dir / "ca.pem")
+        cloud.wire(cloud_cfg, CLOUD_NS, leases(deployment),
+                   {e.public_ip: e.private_ip for e in deployment.elastic_ips if e.private_ip},
+                   self.run_dir)
+        for spec in specs:  # EC2 starts an instance as soon as it exists
+            node.power_on(spec)
+        echo(f"nodes booting: {', '.join(s.name for s in specs)}; running the bootstrap "
+             "Commands as `pulumi up` does")
+        self.command_runs = run_commands(deployment.commands, self.key, stdin_of=self.script_of,
+                                         echo=echo)
         t_end = time.monotonic()
-        return {"cloud": t_cloud - t0, "quorum": t_quorum - t_cloud,
-                "push_to_healthy": t_end - t_quorum, "total": t_end - t0}
+        return {"image": t_image - t0, "deploy": t_deploy - t_image,
+                "boot_to_healthy": t_end - t_deploy, "total": t_end - t0}
 
-    def _start_cloud(self) -> None:
-        (self.run_dir / "aws").mkdir()
-        (self.run_dir / "aws" / "config").write_text(
-            f"[default]\nregion = {self.cfg.region}\noutput = text\n")
-        (self.run_dir / "aws" / "credentials").write_text(
-            "[default]\naws_access_key_id = lab\naws_secret_access_key = lab\n")
-        # The metadata address exists only on the cloud host's service NIC.
-        netns.in_ns(CLOUD_NS, "ip", "addr", "add", f"{IMDS_IP}/32", "dev", "eth0")
-        make_certificates(self.run_dir, self.cfg.region, self.topo.cloud_ip)
-        cloud = CloudConfig(self.cfg.region, self.cfg.availability_zone, self.cfg.cluster_name,
-                            self.cfg.vpc_cidr, self.cfg.service_subnet_cidr, self.topo.cloud_ip,
-                            (self.cfg.peer_vip, self.cfg.citizen_vip))
-        (self.run_dir / "cloud.json").write_text(json.dumps(cloud.__dict__))
-        save_specs(self.run_dir / "nodes.json", list(self.nodes))
+    def _start_cloud(self, mirror: Path) -> cloud.CloudConfig:
+        cfg = cloud_config(self.cfg, mirror)
+        cfg.save(self.run_dir)
+        netns.create_switch()
+        netns.add_hosts([CLOUD_NS, CLIENT_NS])
+        netns.plug(cloud_ports(cfg) + client_ports())
+        in_ns(CLOUD_NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        in_ns(CLOUD_NS, "ip", "addr", "add", f"{cloud.IMDS_IP}/32", "dev", "lo")
+        in_ns(CLIENT_NS, "ip", "route", "add", "default", "via", cfg.router("inet"))
+        cloud.make_certificates(self.run_dir, self.cfg.region,
+                                [cfg.router(b) for b in cfg.subnets])
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(self.run_dir / "cloud.out", "ab") as log:
-            subprocess.Popen(["ip", "netns", "exec", CLOUD_NS, sys.executable, "-m", "lab.cloud",
-                              "serve", str(self.run_dir)], cwd=REPO, env=env, stdout=log,
+            subprocess.Popen(ns_argv(CLOUD_NS, sys.executable, "-m", "lab.cloud", "serve",
+                                     str(self.run_dir)), cwd=REPO, env=env, stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True)
-        wait_for(lambda: (self.run_dir / "inventory.json").exists(), 60, "the cloud host")
+        wait_for(lambda: (self.run_dir / "cloud.ready").exists(), 60, "the cloud host")
+        return cfg
 
-    def inventory(self) -> list[dict]:
-        return json.loads((self.run_dir / "inventory.json").read_text())
-
-    def instance_ids(self) -> dict[str, str]:
-        """PREP_HA_INSTANCE_ID_n -> moto's instance id, as the bootstrap passes them."""
-        return {n.instance_id_env: inst["instance_id"]
-                for n, inst in zip(self.model.nodes, self.inventory(), strict=True)}
-
-    def push(self, model: ClusterModel | None = None) -> str:
-        """Run the rendered script's `push` in node 1, as components/cluster.py does over SSH."""
-        script = render_script(model or self.model, hacluster_secret_id="lab")
-        (self.run_dir / "bootstrap.sh").write_text(script)
-        target = next(n for n in self.nodes if is_on(n))
-        proc = exec_proc(target, "bash", "-s", "push", input=script, env=self.instance_ids(),
-                         timeout=180)
-        self.pushes.append(proc)
+    def _deploy(self, echo: Callable[[str], None]) -> Deployment:
+        """`pulumi up` of the stack into moto, run where the operator sits (the client)."""
+        generate_key(self.key)
+        password = self.run_dir / "keystore-password"
+        fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18))
+        out = self.run_dir / "deployment.json"
+        argv = ns_argv(CLIENT_NS, sys.executable, "-m", "lab.deploy", self.cfg.stack,
+                       "--endpoint", f"https://{cloud.CloudConfig.load(self.run_dir).router('inet')}",
+                       "--ca-bundle", str(self.run_dir / "ca.pem"), "--region", self.cfg.region,
+                       "--ssh-key", str(self.key), "--keystore", str(KEYSTORE),
+                       "--keystore-password-file", str(password), "--out", str(out),
+                       "--secret-values", str(self.run_dir / "secret-values.json"))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
         if proc.returncode != 0:
-            raise netns.LabError(f"push failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-        return proc.stdout
+            raise LabError(f"deploying the stack into moto failed:\n{proc.stdout}{proc.stderr}")
+        deployment = Deployment.from_json(out.read_text())
+        echo(f"stack {self.cfg.stack} deployed into moto: "
+             f"{', '.join(f'{n.node} {n.instance_id}' for n in deployment.instances)}")
+        return deployment
 
     # ---- observation
     def status(self, via: NodeSpec | None = None) -> Status | None:
         for spec in ([via] if via else self.nodes):
             if spec is None or not is_on(spec):
                 continue
-            xml = exec_in(spec, "crm_mon", "-1", "--output-as", "xml", check=False, timeout=30)
+            xml = node.exec_proc(spec, "crm_mon", "-1", "--output-as", "xml", timeout=30).stdout
             if xml.strip().startswith("<"):
                 try:
                     return parse_crm_mon(xml)
@@ -183,26 +199,35 @@ class Lab:
     def wait_members(self, timeout: float) -> None:
         names = {n.name for n in self.nodes}
         wait_for(lambda: (s := self.status()) is not None and set(s.online) == names,
-                 timeout, "both nodes online in Pacemaker")
+                 timeout, "both nodes online in Pacemaker", 1)
 
     def healthy(self) -> bool:
-        s = self.status()
-        if s is None or len(s.online) != 2 or s.standby or s.failed:
+        """The bootstrap's own health check (the `health` Command), run on a live node."""
+        health = next(c for c in self.deployment().commands if c.name.endswith("-health"))
+        spec = next((n for n in self.nodes if is_on(n)), None)
+        if spec is None:
             return False
-        groups = {g.id: {n for r in g.members for n in s.where(r.id)} for g in self.model.groups}
-        fence = {n for f in self.model.fence_devices for n in s.where(f.id)}
-        full = all(len(s.where(r.id)) == 1 for g in self.model.groups for r in g.members)
-        return full and bool(fence) and all(len(v) == 1 for v in groups.values()) and \
-            len(set().union(*groups.values())) == 2
+        proc = node.exec_proc(spec, "bash", "-s", "health", input=health.stdin,
+                              env={"HEALTH_TIMEOUT": "0"}, timeout=60)
+        return proc.returncode == 0
 
     def wait_healthy(self, timeout: float) -> None:
-        wait_for(self.healthy, timeout, "a healthy cluster (both groups and fencing started)")
+        wait_for(self.healthy, timeout, "a healthy cluster (both roles and fencing started)", 2)
+
+
+def leases(deployment: Deployment) -> list[cloud.Lease]:
+    return [cloud.Lease(e.mac, e.primary_ip, f"ip-{e.primary_ip.replace('.', '-')}")
+            for inst in deployment.instances for e in inst.enis]
 
 
 def down(run_dir: Path = RUN_DIR) -> None:
-    """Kill every lab process, delete every lab namespace. Idempotent; safe at any time."""
+    """Kill every lab process, free the nodes' volumes, delete every lab namespace."""
+    specs_file = run_dir / "nodes.json"
+    specs = node.load_specs(specs_file) if specs_file.exists() else []
     for ns in netns.namespaces():
-        kill_ns(ns)
+        node.kill_ns(ns)
+    for spec in specs:
+        node.destroy_disks(spec)
     netns.destroy()
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -211,15 +236,16 @@ def down(run_dir: Path = RUN_DIR) -> None:
 class running_lab:  # noqa: N801 - used as a context manager, reads like one
     """`with running_lab(lab):` brings the lab up and always takes it down, also on Ctrl-C/TERM."""
 
-    def __init__(self, lab: Lab, keep: bool = False):
-        self.lab, self.keep = lab, keep
+    def __init__(self, lab: Lab, keep: bool = False, echo: Callable[[str], None] = print):
+        self.lab, self.keep, self.echo = lab, keep, echo
 
     def __enter__(self) -> Lab:
         self._old = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            self.lab.timings = self.lab.up()
+            self.lab.timings = self.lab.up(self.echo)
         except BaseException:
-            down(self.lab.run_dir)
+            if not self.keep:
+                down(self.lab.run_dir)
             raise
         return self.lab
 
@@ -233,3 +259,4 @@ class running_lab:  # noqa: N801 - used as a context manager, reads like one
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+

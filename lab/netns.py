@@ -1,19 +1,24 @@
-"""The lab's wiring: network namespaces on two private bridges, nothing in the host namespace.
+"""The lab's wiring: network namespaces on private bridges, nothing in the host namespace.
 
-A "switch" namespace holds both bridges, so that every lab address, route and ARP entry lives
-in namespaces the lab created; pulling a node's cable is `ip link set down` on its switch port.
+A "switch" namespace holds the bridges (one per subnet, plus the internet side), so that every
+lab address, route and ARP entry lives in namespaces the lab created; pulling a node's cable is
+`ip link set down` on its switch port.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 PREFIX = "phl-"
 SWITCH = PREFIX + "sw"
-BRIDGES = ("hb", "svc")
+# inet: the internet side (client, Elastic IPs); the others are the stack's subnets.
+BRIDGES = ("inet", "svc", "hb", "mgmt")
+
+T = TypeVar("T")
 
 
 class LabError(RuntimeError):
@@ -39,7 +44,7 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
     return proc.stdout
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 0.5):  # noqa: ANN001, ANN201
+def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
     """Poll `pred` until it returns something truthy; bounded, like every wait of the lab."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,19 +56,33 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.5):  # noqa: A
         time.sleep(interval)
 
 
-def in_ns(ns: str, *argv: str, check: bool = True) -> str:
-    return run(["ip", "netns", "exec", ns, *argv], check=check)
+def ns_argv(ns: str, *argv: str) -> list[str]:
+    """argv run in the network namespace `ns`, in the host's mount namespace.
+
+    Not `ip netns exec`: that also gives the command a private mount namespace, and the node
+    root filesystems (overlay mounts) must be the same for every lab process.
+    """
+    return ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
+
+
+def in_ns(ns: str, *argv: str, check: bool = True, timeout: float = 60) -> str:
+    return run(ns_argv(ns, *argv), check=check, timeout=timeout)
 
 
 @dataclass(frozen=True)
 class Port:
-    """One veth: `inner` in the host namespace `ns`, its peer `outer` on `bridge` in the switch."""
+    """One veth: `inner` in the host namespace `ns`, its peer `outer` on `bridge` in the switch.
+
+    Node ports carry the MAC EC2 gave the ENI and no address (DHCP and the node's own network
+    configuration bring them up); the cloud and client ports are configured here.
+    """
 
     ns: str
     inner: str
     outer: str
     bridge: str
-    address: str  # address/prefix inside ns
+    addresses: tuple[str, ...] = ()  # address/prefix inside ns
+    mac: str | None = None
 
 
 def namespaces() -> list[str]:
@@ -71,20 +90,31 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
 
 
-def create(hosts: Sequence[str], ports: Sequence[Port]) -> None:
-    for ns in (SWITCH, *hosts):
+def add_hosts(hosts: Sequence[str]) -> None:
+    for ns in hosts:
         run(["ip", "netns", "add", ns])
         in_ns(ns, "ip", "link", "set", "lo", "up")
+
+
+def create_switch() -> None:
+    add_hosts([SWITCH])
     for br in BRIDGES:
         in_ns(SWITCH, "ip", "link", "add", br, "type", "bridge")
         in_ns(SWITCH, "ip", "link", "set", br, "up")
+
+
+def plug(ports: Sequence[Port]) -> None:
     for p in ports:
         # Created in the switch namespace so that no lab link ever appears in the host's.
         in_ns(SWITCH, "ip", "link", "add", p.outer, "type", "veth", "peer", "name", p.inner,
               "netns", p.ns)
         in_ns(SWITCH, "ip", "link", "set", p.outer, "master", p.bridge, "up")
-        in_ns(p.ns, "ip", "addr", "add", p.address, "dev", p.inner)
-        in_ns(p.ns, "ip", "link", "set", p.inner, "up")
+        if p.mac:
+            in_ns(p.ns, "ip", "link", "set", p.inner, "address", p.mac)
+        for address in p.addresses:
+            in_ns(p.ns, "ip", "addr", "add", address, "dev", p.inner)
+        if p.addresses:
+            in_ns(p.ns, "ip", "link", "set", p.inner, "up")
 
 
 def set_cable(outer: str, up: bool) -> None:

@@ -1,62 +1,151 @@
-"""One lab node: a network namespace plus a mount and UTS namespace holding its own system state.
+"""One lab node: a Debian 12 system booted by systemd-nspawn in its own network namespace.
 
-A long-lived holder process owns the mount/UTS namespaces (private /etc/corosync,
-/var/lib/pacemaker, /var/lib/corosync, /var/log, /run, /dev/shm, /etc/hosts and the OCF agent
-directory) and the node's hostname; corosync and pacemakerd join it with nsenter. Powering a
-node off kills every process in its network namespace, as an EC2 stop does to an instance.
+What EC2 gives an instance, the lab gives the container:
+- the AMI: an overlayfs whose lower layer is the cached image (lab/image.py) and whose upper
+  layer is the node's own root volume, kept across stop/start like an EBS root volume;
+- ENIs: veths named as on a Nitro instance (`ens5` for device 0, `ens6`, `ens7`), carrying the
+  MAC addresses EC2 (moto) gave the ENIs, plugged into the bridge of their subnet;
+- the data volume: a loop device seen as /dev/nvme1n1, with the udev `by-id` name a Nitro
+  instance has for that EBS volume;
+- power: EC2 stop is SIGKILL of the container's init (every process dies at once, NICs go
+  dark); start boots the same root volume again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.netns import LabError, in_ns, run, run_proc, wait_for
+from lab.netns import LabError, Port, in_ns, ns_argv, run, run_proc, wait_for
 
-OCF_ROOT = "/usr/lib/ocf/resource.d"
-LAB_PROVIDER = "prep-ha-lab"
-AGENT_SRC = Path(__file__).with_name("ocf")
-# Private per node: (state subdirectory, mount point, owner, mode)
-PERSISTENT = (
-    ("etc-corosync", "/etc/corosync", "root:root", "755"),
-    ("var-lib-pacemaker", "/var/lib/pacemaker", "hacluster:haclient", "750"),
-    ("var-lib-corosync", "/var/lib/corosync", "root:root", "755"),
-    ("var-log", "/var/log", "root:root", "755"),
-)
-PACEMAKER_DIRS = ("cib", "pengine", "blackbox", "cores")
-# The agents must find the Debian tools, not a developer's pyenv shims.
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# The agents and admins must find Debian's tools, not a developer's pyenv shims.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DATA_DEVICE = "nvme1n1"
+DATA_IMAGE_BYTES = 2 * 1024**3  # sparse; the lab's chain is tiny
+# Nitro names ENI device n `ens<5+n>`; the product must never assume a name.
+NIC_NAME_BASE = 5
+# What the container may do beyond nspawn's default set: networkd configures links
+# (NET_ADMIN), corosync locks its memory (IPC_LOCK). Not SYS_TIME: chrony must not set the
+# host's clock.
+CAPABILITIES = "CAP_NET_ADMIN,CAP_IPC_LOCK"
+LAB_CA_NAME = "prep-ha-lab.crt"
+
+# veths have no permanent MAC address, and netplan renders `match: macaddress` as networkd's
+# PermanentMACAddress=, which a veth never matches. The lab wraps netplan's generator (every
+# `netplan generate`, the boot-time generator and cloud-init's run it) to match the same MAC
+# as the current address, which on an ENI is the permanent one.
+NETPLAN_GENERATE = """#!/bin/bash
+# prep-ha lab only (dpkg-divert of netplan's generator): veths have no permanent MAC.
+# argv[0] passes through: netplan knows it runs as the boot-time systemd generator by it.
+(exec -a "$0" /usr/libexec/netplan/generate.real "$@") || exit $?
+for f in /run/systemd/network/10-netplan-*.network; do
+  [ -e "$f" ] || continue
+  mac=$(sed -n 's/^PermanentMACAddress=//p' "$f")
+  [ -n "$mac" ] || continue
+  mkdir -p "$f.d"
+  printf '[Match]\\nPermanentMACAddress=\\nMACAddress=%s\\n' "$mac" > "$f.d/prep-ha-lab.conf"
+done
+"""
+# cloud-init tells EC2 from other clouds by DMI (ignored inside a container) or by the Xen
+# hypervisor's /sys/hypervisor/uuid. Without it, it takes an unknown cloud and uses IMDSv1,
+# which the product's instances refuse. Its init stages get that file, in their own mount
+# namespace only, from a read-only overlay on /sys; nothing else on the node sees it.
+EC2_IDENTITY = """#!/bin/sh
+# prep-ha lab only: run cloud-init with the EC2 identity it reads (see the cloud-init
+# drop-ins; PrivateMounts= keeps these mounts to cloud-init's own mount namespace).
+# /sys becomes a tmpfs holding hypervisor/uuid and the node's real sysfs subtrees, bound
+# back (udevadm, run by cloud-init's netplan renderer, only accepts devices on sysfs).
+set -e
+mount --make-rprivate /  # else the tmpfs below would also cover the bind of /sys
+real=/run/prep-ha-lab/sysfs
+mkdir -p "$real"
+mount --rbind /sys "$real"
+mount -t tmpfs -o mode=0755 prep-ha-lab-sys /sys
+for d in "$real"/*; do
+  mkdir "/sys/${d##*/}"
+  mount --rbind "$d" "/sys/${d##*/}"
+done
+mkdir -p /sys/hypervisor
+cp /usr/local/lib/prep-ha-lab/sys/hypervisor/uuid /sys/hypervisor/uuid
+exec "$@"
+"""
+# systemd ignores fstab's block devices inside a container, and without udev there is no
+# /dev/disk/by-uuid: the lab plays udev for the data volume and mounts what fstab lists,
+# before local-fs.target as systemd would on EC2.
+LAB_FSTAB = """#!/bin/sh
+# prep-ha lab only: what udev and systemd's fstab generator do for the data volume on EC2.
+mkdir -p /dev/disk/by-uuid
+for dev in /dev/nvme*n1; do
+  uuid=$(blkid -s UUID -o value "$dev") && ln -sf "../../${dev#/dev/}" "/dev/disk/by-uuid/$uuid"
+done
+mount -a
+"""
+LAB_FSTAB_UNIT = """[Unit]
+Description=prep-ha lab only: mount fstab's block devices (no udev in a container)
+DefaultDependencies=no
+After=local-fs-pre.target
+Before=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/lib/prep-ha-lab/fstab
+
+[Install]
+WantedBy=local-fs.target
+"""
+CLOUD_INIT_DROPIN = """# prep-ha lab only: see /usr/local/lib/prep-ha-lab/ec2-identity
+[Service]
+PrivateMounts=yes
+ExecStart=
+ExecStart=/usr/local/lib/prep-ha-lab/ec2-identity /usr/bin/cloud-init init{args}
+"""
+
+
+@dataclass(frozen=True)
+class Nic:
+    name: str  # ens5, ens6, ...
+    mac: str
+    bridge: str  # svc, hb, mgmt
+    outer: str  # the switch-side end: pulling this cable cuts the link
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    name: str
+    name: str  # the cluster node name (the instance's prep-ha:node tag)
     index: int
+    instance_id: str
     ns: str
-    state: str  # per-node state directory
-    service_ip: str
-    heartbeat_ip: str
-    prefix_len: int
-    # Where the node reaches the cloud host's metadata and EC2 endpoints
-    cloud_ip: str
-    env: tuple[tuple[str, str], ...]  # daemons' (and so the agents') environment
+    state: str  # the node's directory: root volume, data volume, console log
+    nics: tuple[Nic, ...]
+    volume_id: str
 
     @property
-    def holder_pidfile(self) -> Path:
-        return Path(self.state, "holder.pid")
+    def root(self) -> Path:
+        return Path(self.state, "root")
+
+    @property
+    def init_pidfile(self) -> Path:
+        return Path(self.state, "init.pid")
+
+    def nic(self, bridge: str) -> Nic:
+        return next(n for n in self.nics if n.bridge == bridge)
+
+    def ports(self) -> list[Port]:
+        return [Port(self.ns, n.name, n.outer, n.bridge, mac=n.mac) for n in self.nics]
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> NodeSpec:
-        return cls(**{**data, "env": tuple(tuple(p) for p in data["env"])})
+        return cls(**{**data, "nics": tuple(Nic(**n) for n in data["nics"])})
 
 
 def save_specs(path: Path, specs: list[NodeSpec]) -> None:
@@ -67,135 +156,190 @@ def load_specs(path: Path) -> list[NodeSpec]:
     return [NodeSpec.from_json(d) for d in json.loads(path.read_text())]
 
 
-def prepare_state(spec: NodeSpec, corosync_conf: str, authkey: bytes, hosts: str) -> None:
-    """The node's 'disk': persistent directories, cluster configuration, /etc/hosts, agents."""
+def nic_name(device_index: int) -> str:
+    return f"ens{NIC_NAME_BASE + device_index}"
+
+
+# ---- the node's disks
+
+def _ebs_serial(volume_id: str) -> str:
+    # udev names an EBS NVMe device by model and serial; the serial is the id without '-'.
+    return volume_id.replace("-", "")
+
+
+def create_disks(spec: NodeSpec, image_rootfs: Path, ca_pem: Path) -> None:
+    """The root volume (overlay on the image) and the data volume, as a new instance has them."""
     state = Path(spec.state)
-    for sub, _, owner, mode in PERSISTENT:
+    for sub in ("upper", "work", "root", "by-id"):
         (state / sub).mkdir(parents=True, exist_ok=True)
-        run(["chown", owner, str(state / sub)])
-        run(["chmod", mode, str(state / sub)])
-    for sub in PACEMAKER_DIRS:
-        d = state / "var-lib-pacemaker" / sub
-        d.mkdir(exist_ok=True)
-        run(["chown", "hacluster:haclient", str(d)])
-        run(["chmod", "750", str(d)])
-    logs = state / "var-log"
-    for sub, owner, mode in (("pacemaker", "hacluster:haclient", "770"),
-                             ("corosync", "root:root", "755")):
-        (logs / sub).mkdir(exist_ok=True)
-        run(["chown", owner, str(logs / sub)])
-        run(["chmod", mode, str(logs / sub)])
-    etc = state / "etc-corosync"
-    (etc / "corosync.conf").write_text(corosync_conf)
-    key = etc / "authkey"
-    key.write_bytes(authkey)
-    key.chmod(0o400)
-    (state / "hosts").write_text(hosts)
-    # The OCF tree seen by the node: the host's providers plus the lab's service agent.
-    ocf = state / "ocf"
-    for provider in os.listdir(OCF_ROOT):
-        (ocf / provider).mkdir(parents=True, exist_ok=True)
-    (ocf / LAB_PROVIDER).mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={image_rootfs},upperdir={state / 'upper'},workdir={state / 'work'}",
+         str(spec.root)])
+    _bake_lab_files(spec, spec.root, ca_pem)
+    data = state / "data.img"
+    with data.open("wb") as f:
+        f.truncate(DATA_IMAGE_BYTES)
+    loop = run(["losetup", "--find", "--show", str(data)]).strip()
+    (state / "loop").write_text(loop)
+    link = state / "by-id" / f"nvme-Amazon_Elastic_Block_Store_{_ebs_serial(spec.volume_id)}"
+    link.symlink_to(f"../../{DATA_DEVICE}")
 
 
-def _holder_script(spec: NodeSpec) -> str:
-    s = shlex.quote
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _bake_lab_files(spec: NodeSpec, root: Path, ca_pem: Path) -> None:
+    """What the lab adds to each node's root volume (listed in the README as substitutions)."""
+    # The lab's CA, so the node's boto3, aws CLI and curl trust the lab's AWS endpoints.
+    ca_dir = root / "usr/local/share/ca-certificates"
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    (ca_dir / LAB_CA_NAME).write_text(ca_pem.read_text())
+    run(["chroot", str(root), "update-ca-certificates", "--fresh"], timeout=120)
+    lib = root / "usr/local/lib/prep-ha-lab"
+    # The binary behind the boot-time generator and `netplan generate` alike.
+    generate = "/usr/libexec/netplan/generate"
+    run(["chroot", str(root), "dpkg-divert", "--local", "--rename", "--divert",
+         f"{generate}.real", "--add", generate])
+    _write(root / generate.lstrip("/"), NETPLAN_GENERATE, 0o755)
+    # A Xen-era EC2 uuid ("ec2" + hex), unique per instance like the real one.
+    digest = hashlib.sha256(spec.instance_id.encode()).hexdigest()
+    _write(lib / "sys/hypervisor/uuid", f"ec2{digest[3:8]}-{digest[8:12]}-{digest[12:16]}-"
+           f"{digest[16:20]}-{digest[20:32]}\n")
+    _write(lib / "ec2-identity", EC2_IDENTITY, 0o755)
+    _write(lib / "fstab", LAB_FSTAB, 0o755)
+    _write(root / "etc/systemd/system/prep-ha-lab-fstab.service", LAB_FSTAB_UNIT)
+    wants = root / "etc/systemd/system/local-fs.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "prep-ha-lab-fstab.service").symlink_to("../prep-ha-lab-fstab.service")
+    for unit, args in (("cloud-init-local", " --local"), ("cloud-init", "")):
+        _write(root / f"etc/systemd/system/{unit}.service.d/prep-ha-lab.conf",
+               CLOUD_INIT_DROPIN.format(args=args))
+
+
+def destroy_disks(spec: NodeSpec) -> None:
     state = Path(spec.state)
-    lines = ["set -e", f"hostname {s(spec.name)}"]
-    for sub, target, _, _ in PERSISTENT:
-        lines.append(f"mount --bind {s(str(state / sub))} {target}")
-    lines += [
-        # A boot starts with an empty /run and /dev/shm (libqb's IPC ring buffers live there).
-        "mount -t tmpfs -o mode=755 tmpfs /run",
-        "mount -t tmpfs -o mode=1777 tmpfs /dev/shm",
-        "mkdir -p /run/crm /run/resource-agents /run/prep-ha-lab",
-        "chown hacluster:haclient /run/crm",
-        f"mount --bind {s(str(state / 'hosts'))} /etc/hosts",
-    ]
-    for provider in os.listdir(OCF_ROOT):
-        lines.append(f"mount --bind {OCF_ROOT}/{provider} {s(str(state / 'ocf' / provider))}")
-    lines += [
-        f"mount --bind {s(str(AGENT_SRC))} {s(str(state / 'ocf' / LAB_PROVIDER))}",
-        f"mount --rbind {s(str(state / 'ocf'))} {OCF_ROOT}",
-        f"echo $$ > {s(str(spec.holder_pidfile))}",
-        "exec sleep infinity",
-    ]
-    return "\n".join(lines)
+    if spec.root.is_mount():
+        run(["umount", "--lazy", str(spec.root)], check=False)
+    loop = state / "loop"
+    if loop.exists():
+        run(["losetup", "-d", loop.read_text().strip()], check=False)
+        loop.unlink()
 
 
-def holder_pid(spec: NodeSpec) -> int | None:
+# ---- power
+
+def init_pid(spec: NodeSpec) -> int | None:
+    """PID (host view) of the container's systemd, if the node is running."""
     try:
-        pid = int(spec.holder_pidfile.read_text())
+        pid = int(spec.init_pidfile.read_text())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if cmdline.startswith(b"/usr/lib/systemd/systemd") else None
 
 
-def nsenter(spec: NodeSpec, *argv: str) -> list[str]:
-    pid = holder_pid(spec)
+def is_on(spec: NodeSpec) -> bool:
+    return init_pid(spec) is not None
+
+
+def power_on(spec: NodeSpec, timeout: float = 30) -> None:
+    """Boot the node: systemd as PID 1 of a container in the node's network namespace."""
+    if is_on(spec):
+        return
+    state = Path(spec.state)
+    loop = (state / "loop").read_text().strip()
+    argv = ns_argv(spec.ns, "systemd-nspawn", "--directory", str(spec.root), "--boot",
+                   # This machine's PID 1 is not systemd: no machined, no scope to register.
+                   "--register=no", "--keep-unit",
+                   f"--machine={spec.instance_id}",
+                   # The network namespace is the node's own; resolv.conf and the clock zone
+                   # are the image's, as on EC2.
+                   "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+                   f"--capability={CAPABILITIES}",
+                   f"--bind={loop}:/dev/{DATA_DEVICE}",
+                   f"--bind-ro={state / 'by-id'}:/dev/disk/by-id",
+                   # PID 1 blocks on a console nobody reads; read-only forwards it to the log.
+                   "--console=read-only")
+    spec.init_pidfile.unlink(missing_ok=True)
+    with open(state / "console.log", "ab") as log:
+        nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    pid = wait_for(lambda: _container_init(nspawn.pid), timeout, f"{spec.name} to start", 0.1)
+    spec.init_pidfile.write_text(str(pid))
+
+
+def _container_init(nspawn_pid: int) -> int | None:
+    # nsenter execs nspawn, whose (transient) children end in the container's systemd.
+    try:
+        children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"/usr/lib/systemd/systemd"):
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
+def power_off(spec: NodeSpec) -> None:
+    """An EC2 stop: every process of the node dies at once, its NICs go dark."""
+    pid = init_pid(spec)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)  # the PID namespace dies with its init
+        except ProcessLookupError:
+            pass
+    kill_ns(spec.ns)
+    # A stopped instance keeps nothing of its network state: the next boot starts from NICs
+    # with no address, route or rule, as on EC2. (The switch-side cables stay as they are.)
+    for nic in spec.nics:
+        in_ns(spec.ns, "ip", "addr", "flush", "dev", nic.name, check=False)
+        in_ns(spec.ns, "ip", "route", "flush", "dev", nic.name, "table", "all", check=False)
+        in_ns(spec.ns, "ip", "link", "set", nic.name, "down", check=False)
+    in_ns(spec.ns, "ip", "rule", "flush", check=False)
+    in_ns(spec.ns, "ip", "rule", "add", "from", "all", "lookup", "main", "pref", "32766")
+    in_ns(spec.ns, "ip", "rule", "add", "from", "all", "lookup", "default", "pref", "32767")
+    spec.init_pidfile.unlink(missing_ok=True)
+
+
+def wait_booted(spec: NodeSpec, timeout: float) -> str:
+    """systemd's verdict once boot is over: running or degraded."""
+    def state() -> str | None:
+        if not is_on(spec):
+            raise LabError(f"{spec.name} powered off while booting")
+        out = exec_proc(spec, "systemctl", "is-system-running", timeout=30).stdout.strip()
+        return out if out in ("running", "degraded") else None
+    return wait_for(state, timeout, f"{spec.name} to finish booting", 1)
+
+
+# ---- looking inside
+
+def node_argv(spec: NodeSpec, *argv: str, env: dict[str, str] | None = None) -> list[str]:
+    """argv run inside the node (all its namespaces), with a clean root environment."""
+    pid = init_pid(spec)
     if pid is None:
         raise LabError(f"node {spec.name} is powered off")
-    return ["nsenter", "--target", str(pid), "--mount", "--uts", "--net", "--", *argv]
-
-
-def node_env(spec: NodeSpec) -> dict[str, str]:
-    return {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8", **dict(spec.env)}
-
-
-def _in_node(spec: NodeSpec, argv: tuple[str, ...], env: dict[str, str] | None) -> list[str]:
-    full = {**node_env(spec), **(env or {})}
-    return nsenter(spec, "env", "-i", *(f"{k}={v}" for k, v in full.items()), *argv)
+    full = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8", **(env or {})}
+    return ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
+            "--", "env", "-i", *(f"{k}={v}" for k, v in full.items()), *argv]
 
 
 def exec_in(spec: NodeSpec, *argv: str, check: bool = True, timeout: float = 120,
             input: str | None = None, env: dict[str, str] | None = None) -> str:
-    """Run a command inside the node, with the node's environment (as an admin's shell would)."""
-    return run(_in_node(spec, argv, env), check=check, timeout=timeout, input=input)
+    return run(node_argv(spec, *argv, env=env), check=check, timeout=timeout, input=input)
 
 
 def exec_proc(spec: NodeSpec, *argv: str, timeout: float = 120, input: str | None = None,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_proc(_in_node(spec, argv, env), timeout=timeout, input=input)
-
-
-# Daemons we started; polled so that killed ones (a fenced node) do not linger as zombies.
-_children: list[subprocess.Popen] = []
-
-
-def _spawn(spec: NodeSpec, name: str, *argv: str) -> None:
-    _children[:] = [p for p in _children if p.poll() is None]
-    log = open(Path(spec.state, f"{name}.out"), "ab")  # noqa: SIM115 - owned by the child
-    env = node_env(spec)
-    argv_env = [f"{k}={v}" for k, v in env.items()]
-    _children.append(subprocess.Popen(
-        nsenter(spec, "env", "-i", *argv_env, *argv), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True))
-    log.close()
-
-
-def power_on(spec: NodeSpec, timeout: float = 30) -> None:
-    """Boot: links up, the primary address only, fresh holder, then corosync and pacemaker."""
-    if holder_pid(spec) is not None:
-        return
-    in_ns(spec.ns, "ip", "addr", "flush", "dev", "eth0")
-    in_ns(spec.ns, "ip", "addr", "add", f"{spec.service_ip}/{spec.prefix_len}", "dev", "eth0")
-    for link in ("eth0", "hb0"):
-        in_ns(spec.ns, "ip", "link", "set", link, "up")
-    # The metadata service is reached on the service ENI, from the node's own address.
-    in_ns(spec.ns, "ip", "route", "replace", "169.254.169.254/32", "dev", "eth0",
-          "src", spec.service_ip)
-    spec.holder_pidfile.unlink(missing_ok=True)
-    holder = ["ip", "netns", "exec", spec.ns, "unshare", "--mount", "--uts",
-              "--propagation", "private", "--", "sh", "-c", _holder_script(spec)]
-    with open(Path(spec.state, "holder.err"), "ab") as err:
-        _children.append(subprocess.Popen(holder, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=err,
-                                          start_new_session=True))
-    wait_for(lambda: holder_pid(spec) is not None, timeout, f"{spec.name} holder", 0.1)
-    _spawn(spec, "corosync", "corosync", "-f")
-    wait_for(lambda: exec_in(spec, "corosync-cfgtool", "-s", check=False).strip() != "",
-             timeout, f"corosync on {spec.name}", 0.2)
-    _spawn(spec, "pacemakerd", "pacemakerd")
+    return run_proc(node_argv(spec, *argv, env=env), timeout=timeout, input=input)
 
 
 def netns_pids(ns: str) -> list[int]:
@@ -229,18 +373,6 @@ def kill_ns(ns: str, timeout: float = 10) -> None:
         raise LabError(f"processes of {ns} survive SIGKILL: {netns_pids(ns)}")
 
 
-def power_off(spec: NodeSpec) -> None:
-    """An EC2 stop: everything on the node dies at once, its NICs go dark."""
-    kill_ns(spec.ns)
-    for link in ("eth0", "hb0"):
-        in_ns(spec.ns, "ip", "link", "set", link, "down", check=False)
-    spec.holder_pidfile.unlink(missing_ok=True)
-
-
-def is_on(spec: NodeSpec) -> bool:
-    return holder_pid(spec) is not None
-
-
 def processes(spec: NodeSpec) -> list[tuple[int, list[str]]]:
     """(pid, argv) of every process running on the node."""
     out = []
@@ -251,6 +383,22 @@ def processes(spec: NodeSpec) -> list[tuple[int, list[str]]]:
             continue
         out.append((pid, [a.decode(errors="replace") for a in argv if a]))
     return out
+
+
+def freeze(spec: NodeSpec) -> None:
+    """The node hangs: every process stops where it is (a kernel or hypervisor hang)."""
+    for pid in netns_pids(spec.ns):
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+
+
+def is_stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "tT"
+    except (OSError, IndexError):
+        return True
 
 
 def kill_matching(spec: NodeSpec, pred) -> list[int]:  # noqa: ANN001

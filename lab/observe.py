@@ -1,62 +1,87 @@
-"""What the drill and the benchmark look at: the VIP from a client, the stand-ins on each node."""
+"""What the drill and the benchmark look at: the ICON role processes on each node."""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 
-from lab.netns import run
-from lab.node import NodeSpec, processes
-from lab.topology import CLIENT_NS
+from lab.client import probe
+from lab.node import NodeSpec, is_stopped, processes
+
+# The lab's stand-in for the icon2-node container process (lab/standins/icon_node.py).
+ICON_NODE = "/usr/lib/prep-ha-lab/icon_node.py"
 
 
-def probe(vip: str, timeout: float = 1.0) -> dict | None:
-    """GET http://VIP:9000/ from the client host: {"role", "node"} or None if nothing answers."""
-    out = run(["ip", "netns", "exec", CLIENT_NS, "curl", "-s", "-m", str(timeout),
-               f"http://{vip}:9000/"], check=False, timeout=timeout + 5)
-    try:
-        return json.loads(out)
-    except ValueError:
-        return None
+def is_role(argv: list[str], role: str | None = None) -> bool:
+    return len(argv) >= 2 and argv[-2] == ICON_NODE and (role is None or argv[-1] == role)
 
 
-def roles_on(spec: NodeSpec) -> set[str]:
-    """Roles of the service stand-ins running on the node right now."""
-    return {argv[-1] for _, argv in processes(spec)
-            if len(argv) >= 3 and os.path.basename(argv[-2]) == "standin.py"}
+def roles_on(spec: NodeSpec) -> dict[str, int]:
+    """role -> pid of the ICON role processes running (not frozen) on the node right now."""
+    return {argv[-1]: pid for pid, argv in processes(spec) if is_role(argv)
+            and not is_stopped(pid)}
 
 
-@dataclass
-class Sampler:
-    """Samples both nodes' stand-ins in the background, recording every unsafe moment."""
+class Background:
+    """Calls `tick()` every `interval` seconds in a thread while used as a context manager."""
 
-    nodes: tuple[NodeSpec, ...]
-    interval: float = 0.2
-    samples: int = 0
-    peer_on_both: list[float] = field(default_factory=list)
-    peer_with_ctz: list[float] = field(default_factory=list)
+    interval: float
 
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+    def tick(self) -> None:
+        raise NotImplementedError
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            now = time.time()
-            roles = [roles_on(n) for n in self.nodes]
-            self.samples += 1
-            if sum("peer" in r for r in roles) > 1:
-                self.peer_on_both.append(now)
-            if any({"peer", "ctz"} <= r for r in roles):
-                self.peer_with_ctz.append(now)
+            self.tick()
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+@dataclass
+class Sampler(Background):
+    """Samples both nodes' role processes in the background, recording every unsafe moment
+    and every peer process seen (a new pid on a node is a start of the peer there)."""
+
+    nodes: tuple[NodeSpec, ...]
+    interval: float = 0.2
+    samples: int = 0
+    peer_on_both: list[float] = field(default_factory=list)
+    peer_with_ctz: list[float] = field(default_factory=list)
+    peer_pids: dict[str, list[int]] = field(default_factory=dict)  # node -> pids, in order
+
+    def tick(self) -> None:
+        now = time.time()
+        roles = [roles_on(n) for n in self.nodes]
+        self.samples += 1
+        if sum("peer" in r for r in roles) > 1:
+            self.peer_on_both.append(now)
+        if any({"peer", "ctz"} <= set(r) for r in roles):
+            self.peer_with_ctz.append(now)
+        for spec, r in zip(self.nodes, roles, strict=True):
+            pids = self.peer_pids.setdefault(spec.name, [])
+            if "peer" in r and r["peer"] not in pids:
+                pids.append(r["peer"])
+
+
+@dataclass
+class Prober(Background):
+    """Asks the peer VIP who answers, twice a second, from the client: (time, answer)."""
+
+    vip: str
+    interval: float = 0.5
+    answers: list[tuple[float, dict | None]] = field(default_factory=list)
+
+    def tick(self) -> None:
+        self.answers.append((time.time(), probe(self.vip)))
+
+    def since(self, t: float) -> list[dict | None]:
+        return [a for at, a in self.answers if at >= t]

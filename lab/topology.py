@@ -1,9 +1,9 @@
-"""Where everything of the lab lives: namespaces, links and addresses, derived from a stack.
+"""Where everything of the lab lives: namespaces, links and addresses, from the stack and EC2.
 
-The lab uses the stack's own addresses (node service/heartbeat IPs, VIPs): the model, the
-corosync.conf and the IPaddr2 parameters are then exactly what that stack deploys, and those
-10.x addresses exist only inside the lab's namespaces. The cloud and client hosts take two
-addresses at the top of the service subnet, which the stack never assigns.
+The lab uses the stack's own addresses (its subnets, node IPs, VIPs): the model, corosync.conf
+and every agent parameter are exactly what that stack deploys, and those 10.x addresses exist
+only inside the lab's namespaces. The internet side is TEST-NET-3 (203.0.113.0/24), where the
+client and the stack's Elastic IPs live, again only inside the lab.
 """
 
 from __future__ import annotations
@@ -12,55 +12,58 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.cloud import CloudConfig
+from lab.deploy import Deployment
 from lab.netns import PREFIX, Port
-from lab.node import NodeSpec
+from lab.node import Nic, NodeSpec, nic_name
 from prep_ha.config import StackConfig
 
 CLOUD_NS = PREFIX + "cloud"
 CLIENT_NS = PREFIX + "client"
+INTERNET = ipaddress.ip_network("203.0.113.0/24")
+# Inside the stacks' adminCidrs (203.0.113.0/28): the operator's address.
+CLIENT_IP = str(INTERNET.network_address + 5)
+
+
+def cloud_config(cfg: StackConfig, mirror: Path) -> CloudConfig:
+    return CloudConfig(region=cfg.region, mirror=str(mirror), subnets={
+        "svc": cfg.service_subnet_cidr, "hb": cfg.heartbeat_subnet_cidr,
+        "mgmt": cfg.management_subnet_cidr, "inet": str(INTERNET)})
+
+
+def cloud_ports(cloud: CloudConfig) -> list[Port]:
+    """The VPC router: .1 of every subnet (AWS puts the router there), and the internet side."""
+    return [Port(CLOUD_NS, bridge, f"cl-{bridge}", bridge,
+                 (f"{cloud.router(bridge)}/{ipaddress.ip_network(cidr).prefixlen}",))
+            for bridge, cidr in cloud.subnets.items()]
+
+
+def client_ports() -> list[Port]:
+    return [Port(CLIENT_NS, "eth0", "client-inet", "inet", (f"{CLIENT_IP}/{INTERNET.prefixlen}",))]
+
+
+def node_specs(deployment: Deployment, cloud: CloudConfig, run_dir: Path) -> list[NodeSpec]:
+    """One node per instance EC2 holds for the stack, its NICs as its ENIs are attached."""
+    bridge_of = {cidr: bridge for bridge, cidr in cloud.subnets.items()}
+    specs = []
+    for index, inst in enumerate(sorted(deployment.instances, key=lambda n: n.node), 1):
+        nics = tuple(Nic(nic_name(e.device_index), e.mac, bridge_of[e.subnet_cidr],
+                         f"n{index}-{bridge_of[e.subnet_cidr]}")
+                     for e in sorted(inst.enis, key=lambda e: e.device_index))
+        specs.append(NodeSpec(name=inst.node, index=index, instance_id=inst.instance_id,
+                              ns=f"{PREFIX}n{index}", state=str(run_dir / f"node{index}"),
+                              nics=nics, volume_id=inst.data_volumes[0].volume_id))
+    return specs
 
 
 @dataclass(frozen=True)
-class Topology:
-    run_dir: Path
-    cfg: StackConfig
-    nodes: tuple[NodeSpec, NodeSpec]
-    cloud_ip: str
-    client_ip: str
-    ports: tuple[Port, ...]
+class Cables:
+    """The switch ports of a node: pulling them is a network failure."""
 
-    def cables(self, node: NodeSpec) -> tuple[str, str]:
-        """The switch-side ends of the node's heartbeat and service links."""
-        return (f"n{node.index}-hb", f"n{node.index}-svc")
+    heartbeat: str
+    service: str
+    management: str
 
-
-def topology(cfg: StackConfig, run_dir: Path) -> Topology:
-    svc = ipaddress.ip_network(cfg.service_subnet_cidr)
-    hb = ipaddress.ip_network(cfg.heartbeat_subnet_cidr)
-    cloud_ip, client_ip = str(svc.broadcast_address - 2), str(svc.broadcast_address - 3)
-    aws = run_dir / "aws"
-    env = (
-        ("AWS_CA_BUNDLE", str(run_dir / "ca.pem")),
-        ("AWS_CONFIG_FILE", str(aws / "config")),
-        ("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials")),
-        ("AWS_DEFAULT_REGION", cfg.region),
-    )
-    nodes = tuple(
-        NodeSpec(name=name, index=i, ns=f"{PREFIX}n{i}", state=str(run_dir / f"node{i}"),
-                 service_ip=addr.service_ip, heartbeat_ip=addr.heartbeat_ip,
-                 prefix_len=svc.prefixlen, cloud_ip=cloud_ip, env=env)
-        for i, (name, addr) in enumerate(zip(cfg.node_names, cfg.nodes, strict=True), 1)
-    )
-    ports = [Port(CLOUD_NS, "eth0", "cloud-svc", "svc", f"{cloud_ip}/{svc.prefixlen}"),
-             Port(CLIENT_NS, "eth0", "client-svc", "svc", f"{client_ip}/{svc.prefixlen}")]
-    for n in nodes:
-        ports += [Port(n.ns, "hb0", f"n{n.index}-hb", "hb", f"{n.heartbeat_ip}/{hb.prefixlen}"),
-                  Port(n.ns, "eth0", f"n{n.index}-svc", "svc", f"{n.service_ip}/{svc.prefixlen}")]
-    return Topology(run_dir, cfg, nodes, cloud_ip, client_ip, tuple(ports))  # type: ignore[arg-type]
-
-
-def hosts_file(topo: Topology) -> str:
-    lines = ["127.0.0.1 localhost",
-             f"{topo.cloud_ip} ec2.{topo.cfg.region}.amazonaws.com"]
-    lines += [f"{n.heartbeat_ip} {n.name}" for n in topo.nodes]
-    return "\n".join(lines) + "\n"
+    @classmethod
+    def of(cls, spec: NodeSpec) -> Cables:
+        return cls(spec.nic("hb").outer, spec.nic("svc").outer, spec.nic("mgmt").outer)

@@ -7,6 +7,8 @@ the values from Secrets Manager with their instance role (see cloud-init/files/p
 
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
 import re
 from dataclasses import asdict, dataclass
@@ -15,7 +17,8 @@ from pathlib import Path
 import yaml
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
-# EC2 rejects user-data above 16 KiB (before base64).
+# EC2 rejects user-data above 16 KiB (before base64). The document travels gzip-compressed
+# (cloud-init detects gzip), which leaves room for the node's scripts and their comments.
 MAX_USER_DATA_BYTES = 16 * 1024
 
 # (template in cloud-init/files/, path on the node, mode)
@@ -24,8 +27,10 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("aws-config", "/root/.aws/config", "0600"),
     ("prep-ha-secret", "/usr/local/sbin/prep-ha-secret", "0755"),
     ("prep-ha-data-volume", "/usr/local/sbin/prep-ha-data-volume", "0755"),
-    ("prep-ha-enis", "/usr/local/sbin/prep-ha-enis", "0755"),
-    ("prep-ha-enis.service", "/etc/systemd/system/prep-ha-enis.service", "0644"),
+    ("prep-ha-network", "/usr/local/sbin/prep-ha-network", "0755"),
+    ("prep-ha-network.service", "/etc/systemd/system/prep-ha-network.service", "0644"),
+    ("cloud-init-network.cfg", "/etc/cloud/cloud.cfg.d/99-prep-ha-network.cfg", "0644"),
+    ("unattended-upgrades.conf", "/etc/apt/apt.conf.d/51prep-ha-unattended-upgrades", "0644"),
     ("prep-ha-hacluster-password.service",
      "/etc/systemd/system/prep-ha-hacluster-password.service", "0644"),
     ("prep-ha-pull-image.service", "/etc/systemd/system/prep-ha-pull-image.service", "0644"),
@@ -114,7 +119,22 @@ def render_user_data(node: NodeUserData, template_dir: Path = TEMPLATE_DIR) -> s
         for source, path, mode in FILES
     ]
     text = "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
-    size = len(text.encode())
+    size = len(compress(text))
     if size > MAX_USER_DATA_BYTES:
-        raise ValueError(f"user-data is {size} bytes, above EC2's limit of {MAX_USER_DATA_BYTES}")
+        raise ValueError(f"user-data is {size} bytes compressed, above EC2's limit of "
+                         f"{MAX_USER_DATA_BYTES}")
     return text
+
+
+def compress(text: str) -> bytes:
+    # mtime=0: the same document always gives the same bytes, so Pulumi sees no change.
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def encode_user_data(text: str) -> str:
+    """The instance's userDataBase64: the gzip-compressed document, base64-encoded."""
+    return base64.b64encode(compress(text)).decode()
+
+
+def decode_user_data(encoded: str) -> str:
+    return gzip.decompress(base64.b64decode(encoded)).decode()

@@ -26,16 +26,16 @@ def stack_run(request):
 def test_commands_wait_setup_then_push_on_node1(stack_run):
     cfg, run = stack_run
     cmds = commands(run)
-    assert set(cmds) == {"pacemaker-corosync-setup", "pacemaker-cib-push",
-                         *(f"pacemaker-{n}-cloud-init" for n in cfg.node_names)}
+    assert set(cmds) == {"pacemaker-corosync-setup", "pacemaker-cib-push", "pacemaker-health",
+                         *(f"pacemaker-{n}-ready" for n in cfg.node_names)}
     node1_host = run.outputs["managementIps"][cfg.node_names[0]]
     for name, cmd in cmds.items():
         conn = cmd.inputs["connection"]
         assert conn["user"] == "admin"
         assert cmd.is_secret("connection.privateKey") or cmd.is_secret("connection")
-        if "cloud-init" not in name:
+        if not name.endswith("-ready"):
             assert conn["host"] == node1_host
-    hosts = {cmds[f"pacemaker-{n}-cloud-init"].inputs["connection"]["host"]
+    hosts = {cmds[f"pacemaker-{n}-ready"].inputs["connection"]["host"]
              for n in cfg.node_names}
     assert hosts == set(run.outputs["managementIps"].values())
 
@@ -54,6 +54,26 @@ def test_script_is_the_rendered_model_and_ids_come_from_the_instances(stack_run)
         + " bash -s push")
     assert push.inputs["update"] == push.inputs["create"]
     assert push.inputs["triggers"] == [model_digest(model)]
+
+
+def test_up_ends_with_the_health_check_after_every_push(stack_run):
+    cfg, run = stack_run
+    cmds = commands(run)
+    health, push = cmds["pacemaker-health"], cmds["pacemaker-cib-push"]
+    assert health.inputs["create"] == health.inputs["update"] == "sudo bash -s health"
+    assert health.inputs["stdin"] == push.inputs["stdin"]
+    assert health.inputs["triggers"] == push.inputs["triggers"]
+
+
+def test_node_readiness_fails_on_cloud_init_errors_and_names_what_is_missing(stack_run):
+    _, run = stack_run
+    ready = [c for name, c in commands(run).items() if name.endswith("-ready")]
+    for cmd in ready:
+        text = cmd.inputs["create"]
+        # The exit status of cloud-init is checked, not dropped with `;`.
+        assert "if ! out=$(sudo cloud-init status --wait --long" in text
+        for what in ("prep-ha-network", "prep-ha-hacluster-password", "pcsd", "/app/icon"):
+            assert what in text
 
 
 def test_destroy_stops_the_cluster_and_setup_is_never_replaced(stack_run):

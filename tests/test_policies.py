@@ -40,6 +40,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown
 from policies.prep_ha_policies import POLICIES
 from policies.prep_ha_policies.rules import ingress_rules
 from policies.prep_ha_policies.secrets import secret_findings
+from prep_ha.userdata import decode_user_data, encode_user_data
 from tests.fixtures.fake_keys import FAKE_RSA_PEM, PEM_HEADER
 from tests.pulumi_mocks import FAKE_KEYSTORE, CapturedResource, run_program, stack_config
 
@@ -212,8 +213,14 @@ def _open_ssh(resources: list[CapturedResource], stack: str) -> None:
     ingress(resources, 22).inputs["cidrIpv4"] = "192.0.2.0/24"
 
 
+def _edit_user_data(node: CapturedResource, edit) -> None:
+    """Change an instance's (compressed, encoded) user-data document as text."""
+    node.inputs["userDataBase64"] = encode_user_data(
+        edit(decode_user_data(node.inputs["userDataBase64"])))
+
+
 def _pem_in_user_data(resources: list[CapturedResource], stack: str) -> None:
-    instances(resources)[0].inputs["userData"] += f"\n# {PEM}"
+    _edit_user_data(instances(resources)[0], lambda ud: ud + f"\n# {PEM}")
 
 
 def _unscoped_fencing(resources: list[CapturedResource], stack: str) -> None:
@@ -239,18 +246,20 @@ def _third_instance(resources: list[CapturedResource], stack: str) -> None:
 
 def _enable_peer(resources: list[CapturedResource], stack: str) -> None:
     for node in instances(resources):
-        node.inputs["userData"] = node.inputs["userData"].replace(
-            "runcmd:\n", "runcmd:\n- - systemctl\n  - enable\n  - --now\n  - peer.service\n", 1)
+        _edit_user_data(node, lambda ud: ud.replace(
+            "runcmd:\n", "runcmd:\n- - systemctl\n  - enable\n  - --now\n  - peer.service\n", 1))
 
 
 def _autostart_unit(resources: list[CapturedResource], stack: str) -> None:
-    for node in instances(resources):
-        ud = node.inputs["userData"]
+    def install(ud: str) -> str:
         marker = "Restart=no\n"
         at = ud.index(marker, ud.index("path: /etc/systemd/system/peer.service"))
         indent = "    "
-        node.inputs["userData"] = (ud[:at + len(marker)] + f"{indent}[Install]\n"
-                                   f"{indent}WantedBy=multi-user.target\n" + ud[at + len(marker):])
+        return (ud[:at + len(marker)] + f"{indent}[Install]\n"
+                f"{indent}WantedBy=multi-user.target\n" + ud[at + len(marker):])
+
+    for node in instances(resources):
+        _edit_user_data(node, install)
 
 
 def _password_in_tag(resources: list[CapturedResource], stack: str) -> None:

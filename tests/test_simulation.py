@@ -127,3 +127,34 @@ def test_simulate_command_prints_every_scenario(capsys):
                   "node 1 returns after a failover", "node 1 in standby", "fencing node 1 fails"):
         assert f"== {title}" in out
     assert "fence prep-ha-testnet-1 through the EC2 API" in out
+
+
+def health(sim, cib):
+    """The bootstrap script's own `health` step, with crm_mon reading a simulated CIB."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "CIB_file": str(cib), "HEALTH_TIMEOUT": "0"}
+    return subprocess.run(["bash", str(sim.dir / "bootstrap.sh"), "health"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_health_passes_on_a_healthy_pair(sim):
+    result = health(sim, sim.steady().output_cib)
+    assert result.returncode == 0, result.stderr
+    assert "healthy" in result.stdout
+
+
+def test_health_fails_naming_a_lost_node_and_a_stopped_group(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
+    result = health(sim, t.output_cib)
+    assert result.returncode == 1
+    assert f"node {sim.node1} is not online" in result.stderr
+    assert "group Ctz is not started on one node" in result.stderr
+
+
+def test_health_fails_naming_a_failed_action(sim):
+    first = peer_monitor_failures(sim, 1)[-1]
+    result = health(sim, first.output_cib)
+    assert result.returncode == 1
+    assert "failed action: peer-service_monitor_10000" in result.stderr

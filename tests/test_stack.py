@@ -8,6 +8,7 @@ import json
 import pytest
 
 from prep_ha.config import ConfigError, load_stack_file
+from prep_ha.userdata import decode_user_data
 from tests.pulumi_mocks import (
     DEBIAN_AMI,
     FAKE_KEYSTORE,
@@ -313,8 +314,8 @@ def test_no_secret_value_outside_secret_inputs(run):
 def test_user_data_references_secrets_by_arn_only(run):
     arns = {s.id for s in run.of_type(SECRET)}
     for instance in run.of_type(INSTANCE):
-        user_data = instance.inputs["userData"]
-        assert not instance.is_secret("userData")
+        user_data = decode_user_data(instance.inputs["userDataBase64"])
+        assert not instance.is_secret("userDataBase64")
         assert all(arn in user_data for arn in arns)
         for value in FAKE_SECRET_VALUES:
             assert value not in user_data
@@ -379,6 +380,6 @@ def test_pulumi_does_not_fight_pacemaker_or_replace_live_nodes(runs):
             else:
                 assert not eni.ignore_changes
         for instance in run.of_type(INSTANCE):
-            assert {"ami", "userData"} <= set(instance.ignore_changes)
+            assert {"ami", "userDataBase64"} <= set(instance.ignore_changes)
         mainnet = stack == "mainnet"
         assert all(v.protect is mainnet for v in run.of_type("aws:ebs/volume:Volume"))

@@ -16,7 +16,14 @@ import pytest
 import yaml
 
 from prep_ha.config import load_stack_file
-from prep_ha.userdata import MAX_USER_DATA_BYTES, NodeUserData, fill, render_user_data
+from prep_ha.userdata import (
+    MAX_USER_DATA_BYTES,
+    NodeUserData,
+    compress,
+    decode_user_data,
+    fill,
+    render_user_data,
+)
 from tests.pulumi_mocks import FAKE_SECRET_VALUES, PROJECT_DIR, ProgramRun, run_stack
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -29,7 +36,8 @@ def stack_run(request) -> tuple[str, ProgramRun]:
 
 
 def user_data_of(run: ProgramRun) -> list[str]:
-    return [r.inputs["userData"] for r in sorted(run.of_type(INSTANCE), key=lambda r: r.name)]
+    return [decode_user_data(r.inputs["userDataBase64"])
+            for r in sorted(run.of_type(INSTANCE), key=lambda r: r.name)]
 
 
 def files_of(user_data: str) -> dict[str, dict]:
@@ -79,7 +87,7 @@ def test_size_and_placeholders(stack_run):
     _, run = stack_run
     for user_data in user_data_of(run):
         assert user_data.startswith("#cloud-config\n")
-        assert len(user_data.encode()) < MAX_USER_DATA_BYTES
+        assert len(compress(user_data)) < MAX_USER_DATA_BYTES
         assert "{{" not in user_data
 
 
@@ -186,30 +194,83 @@ def test_compose_files(stack_run):
         assert "keystore" not in json.dumps(ctz).lower()
 
 
-def test_management_policy_routing_and_addresses(stack_run):
+def network_script(user_data: str, tmp_path: Path) -> dict:
+    """prep-ha-network as the node has it, loaded as a module (its main() not run)."""
+    path = tmp_path / "prep-ha-network.py"
+    path.write_text(files_of(user_data)["/usr/local/sbin/prep-ha-network"]["content"])
+    return runpy.run_path(str(path), run_name="prep_ha_network")
+
+
+def networkd_files(netplan_doc: dict, tmp_path: Path) -> dict[str, str]:
+    """What netplan renders for systemd-networkd from the document (the real generator)."""
+    root = tmp_path / "root"
+    (root / "etc/netplan").mkdir(parents=True)
+    (root / "etc/netplan/50-prep-ha.yaml").write_text(yaml.safe_dump(netplan_doc))
+    subprocess.run(["netplan", "generate", "--root-dir", str(root)], check=True,
+                   capture_output=True, text=True)
+    out = root / "run/systemd/network"
+    return {p.name: p.read_text() for p in out.glob("*.network")}
+
+
+@pytest.mark.skipif(shutil.which("netplan") is None, reason="netplan.io is not installed")
+def test_node_network_owned_by_networkd(stack_run, tmp_path):
+    """The VIPs never become static addresses, networkd keeps IPaddr2's VIP on reconfigure,
+    and the management ENI answers out of itself through a rule networkd owns."""
     stack, run = stack_run
     cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
     for index, user_data in enumerate(user_data_of(run)):
-        doc = yaml.safe_load(user_data)
-        assert doc["hostname"] == cfg.node_names[index]
-        script = files_of(user_data)["/usr/local/sbin/prep-ha-enis"]["content"]
         node = cfg.nodes[index]
-        assert f'MGMT_IP="{node.management_ip}"' in script
-        assert f'HB_IP="{node.heartbeat_ip}/24"' in script
+        script = network_script(user_data, tmp_path)
+        nics = {"service": {"mac": "02:00:00:00:00:05", "primary": node.service_ip},
+                "heartbeat": {"mac": "02:00:00:00:00:06", "primary": node.heartbeat_ip},
+                "management": {"mac": "02:00:00:00:00:07", "primary": node.management_ip}}
+        files = networkd_files(script["netplan"](nics), tmp_path / str(index))
+        service = files["10-netplan-service.network"]
+        # netplan's `critical` is networkd's CriticalConnection=, which networkd 252 reads as
+        # KeepConfiguration=yes: foreign static addresses survive (proven in the lab).
+        assert "DHCP=ipv4" in service and "CriticalConnection=true" in service
+        assert "\nAddress=" not in service  # no VIP, no secondary address at all
+        assert f"Address={node.heartbeat_ip}/24" in files["10-netplan-heartbeat.network"]
+        mgmt = files["10-netplan-management.network"]
         gateway = cfg.management_subnet_cidr.replace(".0/24", ".1")
-        assert f'MGMT_GW="{gateway}"' in script
-        assert 'ip rule add from "$MGMT_IP" lookup $TABLE' in script
+        assert f"Address={node.management_ip}/24" in mgmt
+        assert f"Gateway={gateway}" in mgmt and "Table=102" in mgmt
+        assert f"From={node.management_ip}" in mgmt and "Priority=102" in mgmt
+
+
+def test_network_script_refuses_enis_the_stack_did_not_declare(stack_run, tmp_path):
+    _, run = stack_run
+    script = network_script(user_data_of(run)[0], tmp_path)
+    nics = {"service": {"mac": "m0", "primary": "10.9.9.9"},
+            "heartbeat": {"mac": "m1", "primary": "10.9.9.10"},
+            "management": {"mac": "m2", "primary": "10.9.9.11"}}
+    with pytest.raises(SystemExit, match="heartbeat ENI has 10.9.9.10"):
+        script["netplan"](nics)
+
+
+def test_unattended_upgrades_leave_the_cluster_stack_alone(stack_run):
+    _, run = stack_run
+    conf = files_of(user_data_of(run)[0])["/etc/apt/apt.conf.d/51prep-ha-unattended-upgrades"]
+    import re
+    patterns = re.findall(r'"(\^[^"]+)"', conf["content"])
+    for package in ("corosync", "libcorosync-common4", "pacemaker", "pacemaker-cli-utils",
+                    "libknet1", "libqb100", "pcs", "resource-agents", "fence-agents",
+                    "docker.io", "containerd", "runc"):
+        assert any(re.match(p, package) for p in patterns), package
+    for package in ("openssl", "libc6", "openssh-server", "python3-boto3"):
+        assert not any(re.match(p, package) for p in patterns), package
 
 
 def test_scripts_parse(tmp_path):
     files = files_of(render_user_data(sample()))
-    for path in ("/usr/local/sbin/prep-ha-enis", "/usr/local/sbin/prep-ha-data-volume"):
+    for path in ("/usr/local/sbin/prep-ha-data-volume",):
         script = tmp_path / Path(path).name
         script.write_text(files[path]["content"])
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert files[path]["permissions"] == "0755"
     compile(files["/usr/local/sbin/prep-ha-secret"]["content"], "prep-ha-secret", "exec")
+    compile(files["/usr/local/sbin/prep-ha-network"]["content"], "prep-ha-network", "exec")
     json.loads(files["/etc/docker/daemon.json"]["content"])
     assert "region = eu-central-1" in files["/root/.aws/config"]["content"]
     assert files["/root/.aws/config"]["permissions"] == "0600"

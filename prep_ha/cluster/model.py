@@ -129,9 +129,11 @@ def _vip_members(prefix: str, vip: str, prefix_len: int, unit: str,
                   (("secondary_private_ip", vip),),
                   (Op("start", "0s", "60s"), Op("stop", "0s", "60s"),
                    Op("monitor", "20s", "40s"))),
-        # IPaddr2 brings the address up on eth0 (the service ENI) and sends gratuitous ARP.
+        # IPaddr2 brings the address up in the OS and sends gratuitous ARP. No `nic`: the
+        # interface is the one routing the service subnet, whatever the kernel named it
+        # (`ens5` on Nitro); a fixed name that does not exist makes IPaddr2 fail fatally.
         Primitive(f"{prefix}-ip", "ocf:heartbeat:IPaddr2",
-                  (("ip", vip), ("cidr_netmask", str(prefix_len)), ("nic", "eth0")),
+                  (("ip", vip), ("cidr_netmask", str(prefix_len))),
                   (Op("start", "0s", "20s"), Op("stop", "0s", "20s"),
                    Op("monitor", "10s", "20s"))),
         # Start and stop timeouts cover `docker-compose up/down` of a node with a large chain.

@@ -1,0 +1,56 @@
+"""The lab's pulumi-command: the program's declared remote.Commands, run as `pulumi up` runs them.
+
+Each Command's `create` (or `update` on a second `up`) goes over SSH to the host it names, with
+its `stdin`, in the order the program declared them; a connection that fails is dialled again
+like pulumi-command does (dialErrorLimit); a non-zero exit fails the whole `up`, naming the
+Command and showing its output, which is what an operator would see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.client import SSH_UNREACHABLE, ssh
+from lab.deploy import Command
+from lab.netns import LabError
+
+DIAL_ERROR_LIMIT = 60  # components/cluster.py
+DIAL_PAUSE = 5
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    name: str
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+def run_command(cmd: Command, key: Path, *, update: bool = False,
+                stdin: str | None = None) -> CommandRun:
+    text = (cmd.update or cmd.create) if update else cmd.create
+    t0 = time.monotonic()
+    for _ in range(DIAL_ERROR_LIMIT):
+        proc = ssh(key, cmd.user, cmd.host, text, input=stdin if stdin is not None else cmd.stdin)
+        if proc.returncode != SSH_UNREACHABLE:
+            break
+        time.sleep(DIAL_PAUSE)
+    if proc.returncode != 0:
+        raise LabError(f"`pulumi up` fails: Command {cmd.name} on {cmd.host} exited "
+                       f"{proc.returncode}:\n{proc.stdout}{proc.stderr}")
+    return CommandRun(cmd.name, time.monotonic() - t0, proc.stdout, proc.stderr)
+
+
+def run_commands(commands: list[Command], key: Path, *, update: bool = False,
+                 stdin_of: Callable[[Command], str | None] = lambda c: None,
+                 echo: Callable[[str], None] = print) -> list[CommandRun]:
+    """Every Command in declared order; `stdin_of` may substitute a script (the benchmark)."""
+    runs = []
+    for cmd in commands:
+        result = run_command(cmd, key, update=update, stdin=stdin_of(cmd))
+        echo(f"  {cmd.name}: done in {result.seconds:.0f} s")
+        runs.append(result)
+    return runs

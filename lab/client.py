@@ -1,0 +1,42 @@
+"""The lab's client host, on the internet side: the operator and the peer's public view.
+
+It reaches the nodes' management addresses through their Elastic IPs (SSH, as `pulumi up`
+and an admin do) and the peer VIP through the VPC router (where the NLB would forward).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from lab.netns import ns_argv, run, run_proc
+from lab.topology import CLIENT_NS
+
+# pulumi-command does not check host keys (see the README's limits); nor does the lab.
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10")
+SSH_UNREACHABLE = 255
+
+
+def probe(vip: str, timeout: float = 1.0) -> dict | None:
+    """GET http://VIP:9000/ from the client: {"role", "node", ...} or None if nothing answers."""
+    out = run(ns_argv(CLIENT_NS, "curl", "-s", "-m", str(timeout), f"http://{vip}:9000/"),
+              check=False, timeout=timeout + 5)
+    try:
+        return json.loads(out)
+    except ValueError:
+        return None
+
+
+def generate_key(path: Path) -> tuple[str, str]:
+    """The stack's admin key pair for the lab (the program's tls.PrivateKey): (private, public)."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "prep-ha-lab", "-f", str(path)])
+    return path.read_text(), Path(f"{path}.pub").read_text().strip()
+
+
+def ssh(key: Path, user: str, host: str, command: str, *, input: str | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `command` on host as pulumi-command's remote.Command does: one exec, stdin piped."""
+    argv = ns_argv(CLIENT_NS, "ssh", "-i", str(key), *SSH_OPTIONS, f"{user}@{host}", command)
+    return run_proc(argv, timeout=timeout, input=input)

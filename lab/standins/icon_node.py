@@ -1,0 +1,195 @@
+"""Stand-in for the iconloop/icon2-node image, started by the lab's docker-compose as
+
+    /usr/bin/python3 /usr/lib/prep-ha-lab/icon_node.py peer|ctz
+
+(argv[-1] is how the lab's sampler recognises the role from the host) with the container's
+environment plus PREP_HA_LAB_CONTAINER, the container's record directory, which gives the
+bind mounts and published ports. Container paths such as /goloop/config resolve through the
+mounts to host paths; others land in the container's writable layer, as with Docker.
+
+It reproduces what the image's start-up leaves behind, because the lab's leak scan relies on
+it; see icon2-docker (github.com/icon-project/icon2-docker, tag v1.4.4_test_passed, commit a0eafcb):
+ctx/init_manager.py InitManager.run runs, in this order, ConfigureSetter.create_yaml_file,
+create_env_file, make_base_dir and create_key (ctx/config/configure_setter.py), after
+ctx/config/configure.py Configure.get_config has logged every setting.
+Then it serves, standing in for goloop: P2P on GOLOOP_P2P_LISTEN, JSON-RPC on GOLOOP_RPC_ADDR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROLE = sys.argv[-1]
+RECORD = Path(os.environ.get("PREP_HA_LAB_CONTAINER", "/nonexistent"))
+# The environment as the container was given it: os.environ may already hold Python's own
+# additions (PEP 538 sets LC_CTYPE when the locale is C), which the image would not see.
+_ENVIRON = Path("/proc/self/environ").read_text("utf-8", "surrogateescape")
+ENV = dict(entry.split("=", 1) for entry in _ENVIRON.split("\0") if "=" in entry)
+ENV.pop("PREP_HA_LAB_CONTAINER", None)
+BASE_DIR = ENV.get("BASE_DIR", "/goloop")
+CONFIG: dict = {}  # the container's config.v2.json, loaded by main()
+
+
+class Failed(Exception):
+    """The node does not start (the container exits non-zero)."""
+
+
+def _load(name: str) -> dict:
+    try:
+        return json.loads((RECORD / name).read_text())
+    except (OSError, ValueError) as e:
+        raise Failed(f"cannot read the container record {RECORD / name}: {e}") from None
+
+
+def host_path(path: str, write: bool = False) -> Path:
+    """The host path behind a container path: the innermost bind mount, else the layer."""
+    mounts = [m for m in CONFIG["MountPoints"].values()
+              if path == m["Destination"] or path.startswith(m["Destination"] + "/")]
+    if not mounts:
+        return Path(CONFIG["GraphDriver"]["Data"]["UpperDir"]) / path.lstrip("/")
+    mount = max(mounts, key=lambda m: len(m["Destination"]))
+    if write and not mount["RW"]:
+        raise Failed(f"{path}: read-only file system")
+    return Path(mount["Source"] + path[len(mount["Destination"]):])
+
+
+def write_file(path: str, text: str, mode: int = 0o664) -> None:
+    """Like ctx/common/output.py write_file: write, then chmod 664 whatever the umask."""
+    file = host_path(path, write=True)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(text)
+    file.chmod(mode)
+
+
+def log(message: str) -> None:
+    """Like the image's BOOTING.LOG logger: to stderr (the container output, which compose
+    attaches) and to BASE_DIR/logs/booting.log (a bind mount: the host's data volume)."""
+    line = f"I|{datetime.now():%Y%m%d-%H:%M:%S.%f}|-|BOOTING.LOG|icon_node.py| {message}\n"
+    sys.stderr.write(line)
+    with host_path(f"{BASE_DIR}/logs/booting.log", write=True).open("a") as f:
+        f.write(line)
+
+
+def initialise() -> None:
+    host_path(f"{BASE_DIR}/logs", write=True).mkdir(parents=True, exist_ok=True)
+    # Configure.get_config -> common/converter.py UpdateType.update_env_config logs every
+    # setting taken from the environment with its value, KEY_PASSWORD included.
+    for key, value in sorted(ENV.items()):
+        log(f"[CheckType] [Update] {key} = '{value}' (str)")
+    # create_yaml_file: the whole configuration, KEY_PASSWORD included, to
+    # CONFIG_LOCAL_FILE (/goloop/configure.yml: not a mount, so the writable layer), 664.
+    settings = {"BASE_DIR": BASE_DIR, **ENV}
+    write_file(os.path.join(BASE_DIR, ENV.get("CONFIG_LOCAL_FILE", "/goloop/configure.yml")),
+               "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
+    # create_env_file: BASE_DIR/.env without KEY_PASSWORD and KEY_SECRET, default mode.
+    write_file(f"{BASE_DIR}/.env", "".join(f"{k}={v}\n" for k, v in settings.items()
+                                           if k not in ("KEY_PASSWORD", "KEY_SECRET")), 0o644)
+    for sub in ("config", "data", "logs"):  # make_base_dir
+        host_path(f"{BASE_DIR}/{sub}", write=True).mkdir(parents=True, exist_ok=True)
+    create_key()
+
+
+def create_key() -> None:
+    """ConfigureSetter.create_key: if the keystore exists, write KEY_PASSWORD in clear to
+    GOLOOP_KEY_SECRET (default /goloop/config/keysecret: the config bind mount, i.e. the data
+    volume) with mode 664 *before* loading the wallet, then load it (a bad key stops the node).
+    The stand-in cannot decrypt, so "loads" means: non-empty password, JSON with an hx address."""
+    name = ENV.get("KEY_STORE_FILENAME") or os.path.basename(
+        ENV.get("GOLOOP_KEY_STORE", "keystore.json"))
+    keystore = f"{BASE_DIR}/config/{name}"
+    if not host_path(keystore).exists():
+        if ROLE == "peer":
+            raise Failed(f"keystore {keystore} not found: a P-Rep does not start without its key")
+        return
+    password = ENV.get("KEY_PASSWORD", "")
+    write_file(ENV.get("GOLOOP_KEY_SECRET", f"{BASE_DIR}/config/keysecret"), password)
+    if not password:
+        raise Failed("KEY_PASSWORD is empty: the keystore cannot be unlocked")
+    try:
+        address = json.loads(host_path(keystore).read_text())["address"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Failed(f"keystore {keystore} is not a keystore JSON with an address: {e}") from None
+    if not (isinstance(address, str) and address.startswith("hx")):
+        raise Failed(f"keystore {keystore}: address does not start with 'hx'")
+    log(f"[WALLET] Successfully loaded Keystore file(json), address={address}, file={keystore}")
+
+
+class Rpc(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = json.dumps({"role": ROLE, "node": socket.gethostname(),
+                           "image": CONFIG["Config"]["Image"],
+                           "service": ENV.get("SERVICE", "")}).encode()
+        self.send_response(200 if self.path == "/" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class P2p(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(f"{ROLE}\n".encode())
+
+
+def _port(variable: str, default: str) -> int:
+    value = ENV.get(variable, default)
+    address, _, port = value.rpartition(":")
+    if address not in ("", "0.0.0.0") or not port.isdigit():
+        raise Failed(f"{variable}={value!r}: only ':PORT' is implemented by the stand-in")
+    return int(port)
+
+
+def serve() -> None:
+    published = {int(p.split("/")[0]) for p in _load("hostconfig.json")["PortBindings"]}
+    # Defaults are the image's own (its Dockerfile ENV) for when compose does not set them.
+    for variable, default, make in (
+            ("GOLOOP_P2P_LISTEN", ":7100", lambda port: socketserver.ThreadingTCPServer(
+                ("0.0.0.0", port), P2p, bind_and_activate=False)),
+            ("GOLOOP_RPC_ADDR", ":9000", lambda port: ThreadingHTTPServer(
+                ("0.0.0.0", port), Rpc, bind_and_activate=False))):
+        port = _port(variable, default)
+        if port not in published:
+            log(f"[lab] {variable} port {port} is not published: unreachable from the host")
+            continue
+        server = make(port)
+        server.allow_reuse_address = server.daemon_threads = True
+        try:
+            server.server_bind()
+            server.server_activate()
+        except OSError as e:
+            raise Failed(f"Bind for 0.0.0.0:{port} failed: {e}") from None
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        log(f"[lab] {variable}: listening on 0.0.0.0:{port}")
+
+
+def main() -> int:
+    # Block the stop signals before any thread starts, so that only sigwait sees them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        if ROLE not in ("peer", "ctz"):
+            raise Failed(f"role {ROLE!r}: expected peer or ctz")
+        CONFIG.update(_load("config.v2.json"))
+        initialise()
+        serve()
+    except (Failed, OSError) as e:
+        sys.stderr.write(f"icon_node (lab stand-in): error: {e}; the node does not start\n")
+        return 1
+    signum = signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    log(f"[lab] {signal.Signals(signum).name}: shutting down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""The lab's `pulumi up` (lab/deploy.py): the real program, its resources created in moto.
+
+moto runs in this process on loopback; everything is checked through boto3, as a node or the
+operator would see it, against what the program declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from collections import defaultdict
+
+import boto3
+import pytest
+
+from lab.deploy import Deployment
+from lab.motocloud import MotoCloud, seed_debian_amis
+from lab.program import PROJECT_DIR
+from prep_ha.cluster.model import build_model
+from prep_ha.cluster.pcs import parse_script
+from prep_ha.config import load_stack_file
+from tests.lab_fixtures import (
+    LAB_KEYSTORE_PASSWORD,
+    REGION,
+    deploy_testnet,
+    moto_server,
+    reset_moto,
+    ssh_keypair,
+)
+from tests.pulumi_mocks import FAKE_KEYSTORE
+
+CFG = load_stack_file(str(PROJECT_DIR / "Pulumi.testnet.yaml"), stack="testnet")
+INSTANCE = "aws:ec2/instance:Instance"
+TEST_NET_3 = ipaddress.ip_network("203.0.113.0/24")
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory):
+    return ssh_keypair(tmp_path_factory.mktemp("ssh"))
+
+
+@pytest.fixture(scope="module")
+def deployment(endpoint, ssh_key) -> Deployment:
+    return deploy_testnet(endpoint, ssh_key)
+
+
+def client(endpoint: str, service: str):
+    return boto3.client(service, region_name=REGION, endpoint_url=endpoint,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def test_instances_run_in_moto_with_the_programs_user_data(endpoint, deployment):
+    ec2 = client(endpoint, "ec2")
+    run = deployment.run
+    assert [n.node for n in deployment.instances] == list(CFG.node_names)
+    for node, declared in zip(deployment.instances, sorted(run.of_type(INSTANCE),
+                                                           key=lambda r: r.name), strict=True):
+        [inst] = ec2.describe_instances(InstanceIds=[node.instance_id])["Reservations"][0][
+            "Instances"]
+        assert inst["State"]["Name"] == "running"
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags["prep-ha:node"] == node.node and tags["prep-ha:cluster"] == CFG.cluster_name
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert inst["Placement"]["AvailabilityZone"] == CFG.availability_zone
+        assert inst["KeyName"] == f"{CFG.cluster_name}-admin"
+        assert inst["IamInstanceProfile"]["Arn"] == node.instance_profile_arn
+        # Byte for byte what the program rendered, with moto's ids in it.
+        if "userDataBase64" in declared.inputs:
+            assert node.user_data_base64 == declared.inputs["userDataBase64"]
+        else:
+            assert node.user_data == declared.inputs["userData"]
+        assert node.user_data.startswith("#cloud-config\n")
+        [volume] = node.data_volumes
+        assert volume.device == "/dev/sdf"
+        assert volume.volume_id in node.user_data
+        for arn in deployment.secrets.values():
+            assert arn in node.user_data
+        for value in (LAB_KEYSTORE_PASSWORD, *deployment.generated_passwords.values()):
+            assert value not in node.user_data
+        assert run.outputs["instanceIds"][node.node] == node.instance_id
+
+
+def test_the_lookup_finds_the_seeded_debian_ami(endpoint, deployment):
+    ec2 = client(endpoint, "ec2")
+    image_ids = {n.image_id for n in deployment.instances}
+    [image] = ec2.describe_images(ImageIds=list(image_ids))["Images"]
+    assert image["OwnerId"] == "136693071363"
+    assert image["Name"].startswith("debian-12-amd64-")
+
+
+def test_enis_devices_addresses_and_groups(endpoint, deployment):
+    ec2 = client(endpoint, "ec2")
+    subnets = {"service": CFG.service_subnet_cidr, "heartbeat": CFG.heartbeat_subnet_cidr,
+               "management": CFG.management_subnet_cidr}
+    for index, (node, addresses) in enumerate(zip(deployment.instances, CFG.nodes,
+                                                  strict=True)):
+        vip = (CFG.peer_vip, CFG.citizen_vip)[index]
+        assert [e.device_index for e in node.enis] == [0, 1, 2]
+        assert node.eni(0).private_ips == [addresses.service_ip, vip]
+        assert node.eni(1).private_ips == [addresses.heartbeat_ip]
+        assert node.eni(2).private_ips == [addresses.management_ip]
+        for eni, role in zip(node.enis, ("service", "heartbeat", "management"), strict=True):
+            assert eni.subnet_cidr == subnets[role]
+            assert eni.description.startswith(f"{node.node} {role}:")
+            [moto_eni] = ec2.describe_network_interfaces(
+                NetworkInterfaceIds=[eni.eni_id])["NetworkInterfaces"]
+            assert moto_eni["MacAddress"] == eni.mac
+            assert moto_eni["Attachment"]["InstanceId"] == node.instance_id
+            groups = ec2.describe_security_groups(GroupIds=eni.security_group_ids)
+            assert [g["GroupName"] for g in groups["SecurityGroups"]][0].startswith(
+                f"network-{role}-sg-")
+
+
+def test_security_group_rules_are_exactly_the_declared_ones(endpoint, deployment):
+    ec2 = client(endpoint, "ec2")
+    run = deployment.run
+    declared = [*run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"),
+                *run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")]
+    group_ids = sorted({r.inputs["securityGroupId"] for r in declared})
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": group_ids}])["SecurityGroupRules"]
+    # No default allow-all egress left behind: the AWS provider revokes it.
+    assert sorted(r["SecurityGroupRuleId"] for r in rules) == sorted(r.id for r in declared)
+
+
+def test_secrets_readable_by_arn(endpoint, deployment):
+    sm = client(endpoint, "secretsmanager")
+    assert set(deployment.secrets) == {CFG.keystore_secret_name,
+                                       CFG.keystore_password_secret_name,
+                                       CFG.hacluster_secret_name}
+    values = {name: sm.get_secret_value(SecretId=arn)["SecretString"]
+              for name, arn in deployment.secrets.items()}
+    assert values[CFG.keystore_secret_name] == FAKE_KEYSTORE
+    assert values[CFG.keystore_password_secret_name] == LAB_KEYSTORE_PASSWORD
+    [password] = deployment.generated_passwords.values()
+    assert values[CFG.hacluster_secret_name] == password
+    assert len(password) == 32 and password.isalnum()
+    assert deployment.secret_values == values
+
+
+def test_elastic_ips_are_test_net_3_and_reach_the_management_enis(endpoint, deployment):
+    ec2 = client(endpoint, "ec2")
+    addresses = ec2.describe_addresses()["Addresses"]
+    assert len(addresses) == 4  # NAT, NLB, two management addresses
+    assert all(ipaddress.ip_address(a["PublicIp"]) in TEST_NET_3 for a in addresses)
+    for node, fixed in zip(deployment.instances, CFG.nodes, strict=True):
+        eip = node.management_eip
+        assert eip is not None and ipaddress.ip_address(eip.public_ip) in TEST_NET_3
+        assert eip.private_ip == fixed.management_ip and eip.eni_id == node.eni(2).eni_id
+        assert deployment.outputs["managementIps"][node.node] == eip.public_ip
+    assert deployment.load_balancer["public_ip"] == deployment.outputs["nlbPublicIp"]
+
+
+def test_iam_role_profile_key_pair_and_load_balancer(endpoint, deployment, ssh_key):
+    iam, ec2, elb = (client(endpoint, s) for s in ("iam", "ec2", "elbv2"))
+    arn = deployment.instances[0].instance_profile_arn
+    profile = iam.get_instance_profile(InstanceProfileName=arn.rsplit("/", 1)[1])
+    [role] = profile["InstanceProfile"]["Roles"]
+    assert sorted(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]) == \
+        sorted(r.outputs["name"] for r in deployment.run.of_type(
+            "aws:iam/rolePolicy:RolePolicy"))
+    [pair] = ec2.describe_key_pairs(KeyNames=[f"{CFG.cluster_name}-admin"])["KeyPairs"]
+    assert pair["KeyType"] == "ed25519"
+    [lb] = elb.describe_load_balancers(LoadBalancerArns=[deployment.load_balancer["arn"]])[
+        "LoadBalancers"]
+    assert lb["Type"] == "network" and lb["Scheme"] == "internet-facing"
+    listeners = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    assert sorted(ls["Port"] for ls in listeners) == [7100, 9000]
+    for listener in listeners:
+        group = listener["DefaultActions"][0]["TargetGroupArn"]
+        targets = elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+        assert [t["Target"]["Id"] for t in targets] == [CFG.peer_vip]
+    key = deployment.run.of_type("tls:index/privateKey:PrivateKey")[0]
+    assert key.outputs["privateKeyOpenssh"] == ssh_key[0]
+    assert key.outputs["publicKeyFingerprintSha256"].startswith("SHA256:")
+
+
+def test_commands_in_order_with_the_programs_script(deployment):
+    """Per-node waits first, then setup, then the CIB push (and whatever follows the push)."""
+    commands = {c.name: c for c in deployment.commands}
+    names = list(commands)
+    waits = names[:2]
+    assert all(not commands[w].depends_on for w in waits)
+    assert {commands[w].host for w in waits} == {
+        n.management_eip.public_ip for n in deployment.instances}
+    assert names[2:4] == ["pacemaker-corosync-setup", "pacemaker-cib-push"]
+    setup, push = commands["pacemaker-corosync-setup"], commands["pacemaker-cib-push"]
+    assert set(setup.depends_on) == set(waits) and push.depends_on == [setup.name]
+    for later in names[4:]:
+        assert commands[later].depends_on and all(
+            names.index(d) >= names.index(push.name) for d in commands[later].depends_on)
+    assert setup.stdin == push.stdin and parse_script(push.stdin) == build_model(CFG)
+    ids = [n.instance_id for n in deployment.instances]
+    assert push.create == (f"sudo env PREP_HA_INSTANCE_ID_1={ids[0]} "
+                           f"PREP_HA_INSTANCE_ID_2={ids[1]} bash -s push")
+    assert setup.host == push.host == deployment.instances[0].management_eip.public_ip
+    assert all(c.user == "admin" and c.private_key and "PRIVATE KEY" in c.private_key
+               for c in deployment.commands)
+
+
+def test_registration_respects_depends_on_and_references(deployment):
+    """The SDK registers a resource only after its dependencies: the lab creates in order."""
+    resources = deployment.run.resources
+    position = {r.key: n for n, r in enumerate(resources)}
+    children = defaultdict(list)
+    for r in resources:
+        children[r.parent].append(r)
+
+    def custom_members(key: str) -> list[str]:
+        # A component stands for its children (not for children of custom resources).
+        r = resources[position[key]]
+        return [key] if r.custom else [m for c in children[key] for m in custom_members(c.key)]
+
+    id_count = defaultdict(int)
+    for r in resources:
+        id_count[r.id] += 1
+    by_id = {r.id: r for r in resources if id_count[r.id] == 1 and len(r.id) > 8}
+
+    def referenced(value) -> list[str]:
+        if isinstance(value, dict):
+            return [i for v in value.values() for i in referenced(v)]
+        if isinstance(value, list):
+            return [i for v in value for i in referenced(v)]
+        return [value] if isinstance(value, str) and value in by_id else []
+
+    checked = 0
+    for n, r in enumerate(resources):
+        for dep in r.depends_on:
+            for member in custom_members(dep):
+                assert position[member] < n, (r.key, member)
+                checked += 1
+        for rid in referenced(r.inputs):
+            if by_id[rid] is not r:  # a key pair's id is its own key_name input
+                assert position[by_id[rid].key] < n, (r.key, rid)
+    assert checked > 50
+    instance = position[f"{INSTANCE}::nodes-1-instance"]
+    for secret_version in deployment.run.of_type(
+            "aws:secretsmanager/secretVersion:SecretVersion"):
+        assert position[secret_version.key] < instance
+
+
+def test_json_round_trip_without_secret_values(deployment, ssh_key):
+    text = deployment.to_json()
+    assert Deployment.from_json(text) == deployment
+    for value in (LAB_KEYSTORE_PASSWORD, *deployment.generated_passwords.values(),
+                  ssh_key[0].splitlines()[1], "PRIVATE KEY", '"crypto"'):
+        assert value not in text
+    assert "sshPrivateKey" not in json.loads(text)["outputs"]
+    assert Deployment.from_json(text).commands[0].private_key is None
+
+
+def test_ami_lookup_registers_one_when_moto_has_none(endpoint, ssh_key, deployment):
+    # Runs after the tests above: it resets moto.
+    reset_moto(endpoint)
+    cloud = MotoCloud(endpoint=endpoint, ca_bundle=None, region=REGION, ssh_key=ssh_key)
+    args = {"mostRecent": True, "owners": ["136693071363"], "filters": [
+        {"name": "name", "values": ["debian-12-amd64-*"]},
+        {"name": "architecture", "values": ["x86_64"]}]}
+    first = cloud.call("aws:ec2/getAmi:getAmi", args)
+    assert first["name"].startswith("debian-12-amd64-")
+    assert cloud.call("aws:ec2/getAmi:getAmi", args)["id"] == first["id"]
+    seeded = seed_debian_amis(REGION)
+    assert cloud.call("aws:ec2/getAmi:getAmi", args)["id"] == seeded["x86_64"]
+
+
+def test_command_line_writes_the_description(endpoint, tmp_path, ssh_key):
+    reset_moto(endpoint)
+    key = tmp_path / "admin"
+    key.write_text(ssh_key[0])
+    key.chmod(0o600)
+    (tmp_path / "admin.pub").write_text(ssh_key[1] + "\n")
+    (tmp_path / "keystore.json").write_text(FAKE_KEYSTORE)
+    (tmp_path / "password").write_text(LAB_KEYSTORE_PASSWORD + "\n")
+    out, values = tmp_path / "deployment.json", tmp_path / "secrets.json"
+    subprocess.run([sys.executable, "-m", "lab.deploy", "testnet", "--endpoint", endpoint,
+                    "--region", REGION, "--ssh-key", str(key), "--keystore",
+                    str(tmp_path / "keystore.json"), "--keystore-password-file",
+                    str(tmp_path / "password"), "--override", 'iconImageTag="v1.4.7"',
+                    "--out", str(out), "--secret-values", str(values)],
+                   cwd=PROJECT_DIR, check=True, timeout=120)
+    deployment = Deployment.from_json(out.read_text())
+    assert "icon2-node:v1.4.7" in deployment.instances[0].user_data
+    assert LAB_KEYSTORE_PASSWORD not in out.read_text()
+    assert values.stat().st_mode & 0o777 == 0o600
+    stored = json.loads(values.read_text())["secret_values"]
+    assert stored[CFG.keystore_password_secret_name] == LAB_KEYSTORE_PASSWORD

@@ -1,0 +1,434 @@
+"""The lab's docker / docker-compose stand-ins (lab/standins) run the product's real compose
+files as the real tools would, and refuse loudly what they do not implement.
+
+The scripts run as on a node (/usr/bin/python3 with python3-yaml), with every host path under
+a temporary PREP_HA_STANDIN_ROOT. A started node listens on 7100/9000, so each `up` runs in its
+own anonymous network namespace (`unshare -n`, root only) and is probed with nsenter.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.standins.packages import VERSION, build_debs
+from prep_ha.userdata import NodeUserData, render_user_data
+
+STANDINS = Path(__file__).resolve().parent.parent / "lab" / "standins"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PYTHON = "/usr/bin/python3"
+PASSWORD = "lab-Key_pw.42"  # a fake KEY_PASSWORD
+IMAGE = "iconloop/icon2-node:v1.4.6"
+
+pytestmark = pytest.mark.skipif(
+    subprocess.run([PYTHON, "-c", "import yaml"], capture_output=True).returncode != 0,
+    reason="the node's interpreter /usr/bin/python3 with python3-yaml is not installed")
+needs_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                 reason="starting a node needs root for its own netns")
+
+
+def node_user_data() -> NodeUserData:
+    return NodeUserData(
+        node_name="prep-ha-testnet-1", region="eu-central-1", icon_network="LisbonNet",
+        icon_image=IMAGE, data_volume_id="vol-0123456789abcdef0",
+        heartbeat_ip="10.41.2.11", heartbeat_cidr="10.41.2.0/24", management_ip="10.41.3.11",
+        management_cidr="10.41.3.0/24", citizen_vip="10.41.1.101",
+        p2p_advertise="203.0.113.9:7100",
+        keystore_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/keystore-Ab",
+        keystore_password_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/kp-Ab",
+        hacluster_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/hc-Ab")
+
+
+class Node:
+    """A temporary root laid out as a node after cloud-init and peer.service's ExecStartPre."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {"PREP_HA_STANDIN_ROOT": str(root), "PATH": "/usr/bin:/bin"}
+        self.ups: list[subprocess.Popen] = []
+        self.scripts = {name: STANDINS / name for name in ("docker", "docker-compose",
+                                                           "dockerd.py")}
+        doc = yaml.safe_load(render_user_data(node_user_data()))
+        for entry in doc["write_files"]:
+            if entry["path"].startswith("/etc/"):
+                self.path(entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+                self.path(entry["path"]).write_text(entry["content"])
+        for d in ("/app/icon/data", "/app/icon/peer/config", "/app/icon/peer/logs",
+                  "/app/icon/ctz/config", "/app/icon/ctz/logs", "/run/prep-ha/peer",
+                  "/usr/lib/prep-ha-lab"):
+            self.path(d).mkdir(parents=True)
+        shutil.copy(FIXTURES / "fake_keystore.json", self.path("/run/prep-ha/peer/keystore.json"))
+        self.path("/run/prep-ha/peer/key.env").write_text(f"KEY_PASSWORD={PASSWORD}\n")
+        self.path("/usr/lib/prep-ha-lab/icon_node.py").symlink_to(STANDINS / "icon_node.py")
+        assert self.run("dockerd.py", "start").returncode == 0
+
+    def path(self, host_path: str) -> Path:
+        return Path(str(self.root) + host_path)
+
+    def yml(self, project: str) -> str:
+        return str(self.path(f"/etc/prep-ha/{project}.yml"))
+
+    def run(self, script: str, *args: str) -> subprocess.CompletedProcess:
+        argv = [PYTHON, str(self.scripts[script])] if script.endswith(".py") else \
+            [str(self.scripts[script])]  # the scripts run through their own shebang
+        return subprocess.run([*argv, *args], env=self.env, capture_output=True, text=True,
+                              timeout=60)
+
+    def compose(self, project: str, *args: str) -> subprocess.CompletedProcess:
+        return self.run("docker-compose", "-p", project, "-f", self.yml(project), *args)
+
+    def start_up(self, project: str) -> subprocess.Popen:
+        """ExecStart of peer.service / ctz.service, in a fresh network namespace."""
+        out = open(self.root / f"{project}-{len(self.ups)}.out", "w+")
+        up = subprocess.Popen(
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+             str(self.scripts["docker-compose"]), "-p", project, "-f", self.yml(project),
+             "up", "--no-color", "--abort-on-container-exit"],
+            env=self.env, stdout=out, stderr=subprocess.PIPE, text=True)
+        up.out = out  # type: ignore[attr-defined]
+        self.ups.append(up)
+        return up
+
+    def output(self, up: subprocess.Popen) -> tuple[str, str]:
+        """(attached container output, compose's own stderr) once `up` has exited."""
+        stderr = up.stderr.read()
+        up.out.seek(0)  # type: ignore[attr-defined]
+        return up.out.read(), stderr  # type: ignore[attr-defined]
+
+    def role_pid(self) -> int:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pidfiles = list(self.path("/run/prep-ha-lab").glob("*.pid"))
+            if pidfiles and pidfiles[0].read_text():
+                return int(pidfiles[0].read_text())
+            time.sleep(0.05)
+        raise AssertionError("no role process recorded")
+
+    def http_get(self, up: subprocess.Popen, port: int = 9000) -> dict:
+        """GET / on the node's published port, from inside the node's network namespace."""
+        netns, deadline = f"/proc/{up.pid}/ns/net", time.monotonic() + 10
+        while os.readlink(netns) == os.readlink("/proc/self/ns/net"):  # unshare not done yet
+            assert time.monotonic() < deadline, "up never entered its own network namespace"
+            time.sleep(0.01)
+        probe = ("import time, urllib.request\n"
+                 "for _ in range(200):\n"
+                 "    try:\n"
+                 f"        print(urllib.request.urlopen('http://127.0.0.1:{port}/').read()"
+                 ".decode()); break\n"
+                 "    except OSError: time.sleep(0.05)\n")
+        result = subprocess.run(["nsenter", f"--net={netns}", PYTHON, "-c", probe],
+                                capture_output=True, text=True, timeout=30)
+        assert result.stdout, result.stderr
+        return json.loads(result.stdout)
+
+    def records(self) -> list[Path]:
+        return sorted(self.path("/var/lib/docker/containers").glob("*/config.v2.json"))
+
+    def cleanup(self) -> None:
+        for pidfile in self.path("/run/prep-ha-lab").glob("*.pid"):
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError):
+                pass
+        for up in self.ups:
+            if up.poll() is None:
+                up.kill()
+            up.wait()
+            up.out.close()  # type: ignore[attr-defined]
+            up.stderr.close()
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path / "root")
+    yield n
+    n.cleanup()
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(e.split("=", 1) for e in entries if e)
+
+
+@needs_netns
+def test_up_runs_the_role_in_the_foreground_with_exactly_the_compose_environment(node):
+    up = node.start_up("peer")
+    assert node.http_get(up) == {"role": "peer", "node": os.uname().nodename,
+                                 "image": IMAGE, "service": "LisbonNet"}
+    pid = node.role_pid()
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [
+        PYTHON.encode(), str(node.path("/usr/lib/prep-ha-lab/icon_node.py")).encode(), b"peer"]
+    env = environ_of(pid)
+    record = Path(env.pop("PREP_HA_LAB_CONTAINER"))
+    assert env == {"KEY_PASSWORD": PASSWORD, "SERVICE": "LisbonNet", "ROLE": "3",
+                   "KEY_STORE_FILENAME": "keystore.json", "GOLOOP_P2P": "203.0.113.9:7100",
+                   "GOLOOP_P2P_LISTEN": ":7100", "GOLOOP_RPC_ADDR": ":9000"}
+    assert up.poll() is None  # foreground: `up` lives as long as the role process
+    config = json.loads((record / "config.v2.json").read_text())
+    assert config["Name"] == "/icon2-peer" and config["Config"]["Image"] == IMAGE
+    # Docker keeps the full environment, secrets included, in config.v2.json.
+    assert f"KEY_PASSWORD={PASSWORD}" in config["Config"]["Env"]
+    assert config["MountPoints"]["/goloop/config/keystore.json"]["RW"] is False
+
+    up.send_signal(signal.SIGTERM)  # what systemd does to peer.service's main process
+    assert up.wait(timeout=15) == 0
+    assert not Path(f"/proc/{pid}").exists()
+    attached, own = node.output(up)
+    assert "icon2-peer | " in attached and "SIGTERM: shutting down" in attached
+    assert "up icon2-peer:" in own and PASSWORD not in own  # compose never logs values
+
+
+@needs_netns
+def test_peer_start_up_leaves_the_key_password_where_the_real_image_does(node):
+    up = node.start_up("peer")
+    node.http_get(up)
+    keysecret = node.path("/app/icon/peer/config/keysecret")  # data volume, not tmpfs
+    assert keysecret.read_text() == PASSWORD and keysecret.stat().st_mode & 0o777 == 0o664
+    [layer] = node.path("/var/lib/docker/overlay2").glob("*/diff")
+    assert PASSWORD in (layer / "goloop/configure.yml").read_text()
+    assert PASSWORD not in (layer / "goloop/.env").read_text()
+    assert PASSWORD in node.path("/app/icon/peer/logs/booting.log").read_text()
+    # runc's mountpoint for the nested keystore bind mount: an empty file on the host.
+    assert node.path("/app/icon/peer/config/keystore.json").stat().st_size == 0
+    up.send_signal(signal.SIGTERM)
+    up.wait(timeout=15)
+    attached, _ = node.output(up)
+    assert f"KEY_PASSWORD = '{PASSWORD}'" in attached  # the image logs it: journald has it
+
+
+@needs_netns
+def test_up_exits_with_the_role_status_when_it_dies_and_down_removes_leftovers(node):
+    up = node.start_up("ctz")
+    assert node.http_get(up)["role"] == "ctz"
+    os.kill(node.role_pid(), signal.SIGKILL)
+    assert up.wait(timeout=15) == 137  # Docker's 128+9, passed on by --abort-on-container-exit
+    ps = node.run("docker", "ps", "-a")
+    assert "Exited (137)" in ps.stdout and "icon2-ctz" in ps.stdout
+    inspect = json.loads(node.run("docker", "inspect", "icon2-ctz").stdout)
+    assert inspect[0]["State"]["Running"] is False and inspect[0]["Name"] == "/icon2-ctz"
+    down = node.compose("ctz", "down")
+    assert down.returncode == 0, down.stderr
+    assert node.records() == [] and list(node.path("/var/lib/docker/overlay2").iterdir()) == []
+
+
+@needs_netns
+def test_down_stops_the_running_role_and_up_then_exits_0(node):
+    up = node.start_up("peer")
+    node.http_get(up)
+    pid = node.role_pid()
+    down = node.compose("peer", "down")  # peer.service's ExecStop
+    assert down.returncode == 0 and "stopped and removed icon2-peer" in down.stderr
+    assert up.wait(timeout=15) == 0 and not Path(f"/proc/{pid}").exists()
+    assert node.records() == [] and list(node.path("/run/prep-ha-lab").glob("*.pid")) == []
+
+
+@needs_netns
+def test_up_replaces_the_leftover_of_a_fenced_node(node):
+    up = node.start_up("peer")
+    node.http_get(up)
+    pid = node.role_pid()
+    up.kill()  # power off: nothing runs `down`, /run is gone after the reboot
+    os.kill(pid, signal.SIGKILL)
+    up.wait()
+    for pidfile in node.path("/run/prep-ha-lab").glob("*.pid"):
+        pidfile.unlink()
+    again = node.start_up("peer")
+    assert node.http_get(again)["role"] == "peer"
+    assert len(node.records()) == 1
+    rm = node.run("docker", "rm", "-f", "icon2-peer")
+    assert rm.returncode == 0 and again.wait(timeout=15) == 0
+    assert "replaced leftover" in node.output(again)[1]
+
+
+@needs_netns
+@pytest.mark.parametrize("break_key, message", [
+    (lambda n: n.path("/run/prep-ha/peer/key.env").write_text("KEY_PASSWORD=\n"),
+     "KEY_PASSWORD is empty"),
+    (lambda n: n.path("/run/prep-ha/peer/keystore.json").write_text('{"address": "0xab"}'),
+     "does not start with 'hx'"),
+    (lambda n: n.path("/run/prep-ha/peer/keystore.json").write_text("not json"),
+     "not a keystore JSON"),
+])
+def test_a_peer_with_a_bad_key_does_not_start(node, break_key, message):
+    break_key(node)
+    up = node.start_up("peer")
+    assert up.wait(timeout=15) == 1
+    attached, own = node.output(up)
+    assert message in attached and "the node does not start" in attached
+    assert "exited with status 1" in own
+
+
+def _edit(node: Node, change) -> None:
+    doc = yaml.safe_load(Path(node.yml("peer")).read_text())
+    change(doc, doc["services"]["icon2-node"])
+    Path(node.yml("peer")).write_text(yaml.safe_dump(doc))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d, s: s.update(network_mode="host"), "services.icon2-node.network_mode"),
+    (lambda d, s: d.update(networks={}), "top-level key 'networks'"),
+    (lambda d, s: s.update(restart=False), "restart"),  # an unquoted `no`
+    (lambda d, s: s.update(ports=["9000"]), "ports: '9000'"),
+    (lambda d, s: s.update(ports=["127.0.0.1:9000:9000"]), "ports: '127.0.0.1:9000:9000'"),
+    (lambda d, s: s.update(ports=["9001:9000"]), "ports: '9001:9000'"),
+    (lambda d, s: s["environment"].update(DEBUG=True), "environment.DEBUG"),
+    (lambda d, s: s.update(environment=["ROLE=3"]), "environment: only the mapping form"),
+    (lambda d, s: s["environment"].update(SERVICE="$NET"), "'$' in services.icon2-node"),
+    (lambda d, s: s.update(volumes=["data:/goloop/data"]), "volumes: 'data:/goloop/data'"),
+    (lambda d, s: s.update(volumes=["/app/icon/data:/goloop/data:z"]), "volumes:"),
+    (lambda d, s: s.update(image="iconloop/icon2-node"), "image 'iconloop/icon2-node'"),
+    (lambda d, s: s.update(image="nginx:1.25"), "image 'nginx:1.25'"),
+    (lambda d, s: d["services"].update(other={"image": IMAGE}), "exactly one service"),
+    (lambda d, s: d.update(version="2"), "version"),
+])
+def test_compose_keys_it_does_not_implement_are_refused_by_name(node, change, message):
+    _edit(node, change)
+    for command in ("up", "down"):  # compose validates the file for every command
+        result = node.compose("peer", command)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert node.records() == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["up", "-d"], "'-d'"),
+    (["up", "--build"], "'--build'"),
+    (["down", "-v"], "'-v'"),
+    (["--verbose", "up"], "'--verbose'"),
+    (["ps"], "command 'ps'"),
+    ([], "no command"),
+])
+def test_compose_options_it_does_not_implement_are_refused(node, args, message):
+    result = node.run("docker-compose", "-p", "peer", "-f", node.yml("peer"), *args)
+    assert result.returncode == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", IMAGE], "command 'run'"),
+    (["pull", "--all-tags", IMAGE], "'--all-tags'"),
+    (["pull", "iconloop/icon2-node"], "image"),
+    (["pull", "iconloop/icon2-nod:v1.4.6"], "image"),
+    (["inspect", "nothing"], "No such object: nothing"),
+])
+def test_docker_refuses_what_it_does_not_implement(node, args, message):
+    result = node.run("docker", *args)
+    assert result.returncode == 1 and message in result.stderr
+
+
+def test_docker_pull_stands_the_image_in(node):
+    result = node.run("docker", "pull", IMAGE)  # prep-ha-pull-image.service
+    assert result.returncode == 0 and "no registry" in result.stdout
+
+
+def test_the_stand_ins_need_docker_service(node):
+    assert node.run("dockerd.py", "stop").returncode == 0
+    for result in (node.run("docker", "pull", IMAGE), node.compose("peer", "up")):
+        assert result.returncode == 1 and "Is the docker daemon running?" in result.stderr
+
+
+def test_a_daemon_json_it_does_not_implement_stops_docker_service(node):
+    node.path("/etc/docker/daemon.json").write_text('{"log-driver": "journald"}')
+    result = node.run("dockerd.py", "start")
+    assert result.returncode == 1 and "'log-driver'" in result.stderr
+
+
+def test_a_missing_env_file_fails_up_and_down(node):
+    node.path("/run/prep-ha/peer/key.env").unlink()
+    for command in ("up", "down"):
+        result = node.compose("peer", command)
+        assert result.returncode == 1
+        assert "Couldn't find env file: /run/prep-ha/peer/key.env" in result.stderr
+
+
+def test_a_missing_bind_source_is_refused_not_created(node):
+    keystore = node.path("/run/prep-ha/peer/keystore.json")
+    keystore.unlink()
+    result = node.compose("peer", "up")
+    assert result.returncode == 1
+    assert "bind source" in result.stderr and str(keystore) in result.stderr
+    assert not keystore.exists() and node.records() == []
+
+
+@pytest.mark.parametrize("line", [
+    'KEY_PASSWORD="quoted"', "KEY_PASSWORD='quoted'", "KEY_PASSWORD=pa$word",
+    "KEY_PASSWORD=pass #word", "KEY_PASSWORD= padded", "KEY_PASSWORD=tab\tend ",
+])
+def test_env_file_values_docker_compose_would_alter_are_refused(node, line):
+    node.path("/run/prep-ha/peer/key.env").write_text(line + "\n")
+    result = node.compose("peer", "up")
+    assert result.returncode == 1 and "the value of KEY_PASSWORD" in result.stderr
+    assert line.split("=", 1)[1].strip() not in result.stderr  # never print a value
+
+
+def test_env_file_lines_that_are_not_key_value_are_refused(node):
+    node.path("/run/prep-ha/peer/key.env").write_text("# comment\n\nexport KEY_PASSWORD=x\n")
+    result = node.compose("peer", "up")
+    assert result.returncode == 1 and "line 3: not a KEY=VALUE line" in result.stderr
+
+
+def test_debs_are_reproducible_and_install_the_stand_ins(tmp_path):
+    first, second = build_debs(tmp_path / "a"), build_debs(tmp_path / "b")
+    assert [p.name for p in first] == ["docker.io_0.lab1_all.deb",
+                                       "docker-compose_0.lab1_all.deb"]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    docker_io, compose = first
+
+    def field(deb: Path, name: str) -> str:
+        return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    def contents(deb: Path) -> dict[str, str]:
+        listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True,
+                                 text=True, check=True).stdout
+        return {line.split()[-1]: line.split()[0] for line in listing.splitlines()}
+
+    assert field(docker_io, "Package") == "docker.io" and field(docker_io, "Version") == VERSION
+    assert field(compose, "Depends") == f"docker.io (= {VERSION}), python3, python3-yaml"
+    assert {"./usr/bin/docker": "-rwxr-xr-x", "./usr/lib/prep-ha-lab/icon_node.py": "-rw-r--r--",
+            "./usr/lib/prep-ha-lab/dockerd.py": "-rw-r--r--",
+            "./lib/systemd/system/docker.service": "-rw-r--r--"}.items() \
+        <= contents(docker_io).items()
+    assert contents(compose)["./usr/bin/docker-compose"] == "-rwxr-xr-x"
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(docker_io), str(control)], check=True)
+    postinst = (control / "postinst").read_text()
+    assert "deb-systemd-helper enable docker.service" in postinst
+    assert "deb-systemd-invoke start docker.service" in postinst
+    # Debian's version comparison: the epoch beats Debian 12's packages.
+    for debian in ("20.10.24+dfsg1-1+deb12u1+b6", "1.29.2-3"):
+        assert subprocess.run(["dpkg", "--compare-versions", VERSION, "gt", debian]).returncode == 0
+
+
+def test_docker_service_is_an_enabled_oneshot_that_stays_active():
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string((STANDINS / "docker.service").read_text())
+    assert unit["Service"]["Type"] == "oneshot" and unit["Service"]["RemainAfterExit"] == "yes"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert "/usr/lib/prep-ha-lab/dockerd.py start" in unit["Service"]["ExecStart"]
+
+
+@needs_netns
+def test_the_packaged_files_run_the_citizen(node, tmp_path):
+    icon_node = node.path("/usr/lib/prep-ha-lab/icon_node.py")
+    icon_node.unlink()
+    for deb in build_debs(tmp_path / "debs"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(node.root)], check=True)
+    assert not icon_node.is_symlink()
+    # On a node the scripts find dockerd.py in /usr/lib/prep-ha-lab; here it is under ROOT.
+    node.env["PYTHONPATH"] = str(node.path("/usr/lib/prep-ha-lab"))
+    node.scripts = {"docker": node.path("/usr/bin/docker"),
+                    "docker-compose": node.path("/usr/bin/docker-compose"),
+                    "dockerd.py": node.path("/usr/lib/prep-ha-lab/dockerd.py")}
+    assert node.run("dockerd.py", "start").returncode == 0  # docker.service's ExecStart
+    assert node.run("docker", "pull", IMAGE).returncode == 0
+    up = node.start_up("ctz")
+    assert node.http_get(up)["role"] == "ctz"
+    assert node.compose("ctz", "down").returncode == 0 and up.wait(timeout=15) == 0

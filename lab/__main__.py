@@ -7,7 +7,7 @@ import sys
 
 from lab.cluster import RUN_DIR, Lab, down, missing_tools, running_lab
 
-STACK_FILE = RUN_DIR.parent / "prep-ha-lab.stack"
+STACK_FILE = RUN_DIR.with_name(RUN_DIR.name + ".stack")
 
 
 def _lab(stack: str | None) -> Lab:

@@ -7,16 +7,19 @@ lab address, route and ARP entry lives in namespaces the lab created; pulling a 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-PREFIX = "phl-"
+# Every lab namespace starts with this; a second lab on the same machine needs its own
+# (and its own PREP_HA_LAB_DIR).
+PREFIX = os.environ.get("PREP_HA_LAB_NS", "phl-")
 SWITCH = PREFIX + "sw"
 # inet: the internet side (client, Elastic IPs); the others are the stack's subnets.
-BRIDGES = ("inet", "svc", "hb", "mgmt")
+BRIDGES = ("inet", "svc", "hb", "mgmt", "arb")
 
 T = TypeVar("T")
 

@@ -6,11 +6,11 @@ declared (a bad Pulumi.<stack>.yaml fails preview with nothing created), then pa
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pulumi
 
+from components.arbiter import QuorumArbiter, QuorumArbiterArgs
 from components.cluster import PacemakerCluster, PacemakerClusterArgs
 from components.iam import NodeIam, NodeIamArgs
 from components.loadbalancer import PeerLoadBalancer, PeerLoadBalancerArgs
@@ -19,14 +19,18 @@ from components.node import SSH_USER, NodePair, NodePairArgs
 from components.secrets import AdminSshKey, AdminSshKeyArgs, NodeSecrets, NodeSecretsArgs
 from prep_ha.config import KNOWN_KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config
 
-# Where the sshCommand output expects the private key; written by KEY_FILE_COMMAND.
-KEY_FILE = "prep-ha-admin.key"
-KEY_FILE_COMMAND = (f"pulumi stack output --show-secrets sshPrivateKey > {KEY_FILE} && "
-                    f"chmod 600 {KEY_FILE}")
-SECRET_FIX = {
-    "keystore": "pulumi config set --secret keystore < keystore.json",
-    "keystorePassword": "pulumi config set --secret keystorePassword",
-}
+
+def ssh_files(cluster_name: str) -> tuple[str, str]:
+    """The admin key and the pinned host keys, in the user's SSH directory (not the repo)."""
+    return f"~/.ssh/{cluster_name}-admin", f"~/.ssh/{cluster_name}-known_hosts"
+
+
+def ssh_files_command(stack: str, cluster_name: str) -> str:
+    """Writes both files; umask 077 and a fresh file make the key 0600 from its first byte."""
+    key, known = (f.replace("~", "$HOME", 1) for f in ssh_files(cluster_name))
+    return (f'(umask 077 && mkdir -p "$HOME/.ssh" && rm -f "{key}" && '
+            f'pulumi stack output --stack {stack} --show-secrets sshPrivateKey > "{key}" && '
+            f'pulumi stack output --stack {stack} sshKnownHosts > "{known}")')
 
 
 def _namespace_keys() -> set[str]:
@@ -53,44 +57,28 @@ def read_config() -> StackConfig:
     return load_config(raw, stack=pulumi.get_stack(), region=pulumi.Config("aws").get("region"))
 
 
-def read_secret(key: str) -> pulumi.Output[str]:
-    """A secret config value; refuses one that sits in plain text in the stack file."""
-    full_key = f"{NAMESPACE}:{key}"
-    plain = pulumi.Config(NAMESPACE).get(key)
-    if plain in (None, ""):
-        raise ConfigError(key, "is not set", f"run `{SECRET_FIX[key]}`")
-    if not pulumi.runtime.is_config_secret(full_key):
-        raise ConfigError(key, "is stored in plain text in the stack config",
-                          f"remove it and run `{SECRET_FIX[key]}`")
-    if key == "keystore":
-        _check_keystore(plain)
-    return pulumi.Config(NAMESPACE).require_secret(key)
-
-
-def _check_keystore(text: str) -> None:
-    # Caught here rather than when the peer first starts on a node, hours later.
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = None
-    if not (isinstance(doc, dict) and str(doc.get("address", "")).startswith("hx")
-            and isinstance(doc.get("crypto"), dict)):
-        raise ConfigError("keystore", "is not an ICON keystore (JSON with an hx address "
-                          "and a crypto section)", f"run `{SECRET_FIX['keystore']}` with the "
-                          "P-Rep's keystore file")
+def refuse_key_in_config(stack: str) -> None:
+    """The validator key lives in Secrets Manager only; stack config would put it (encrypted)
+    in the tracked Pulumi.<stack>.yaml and hand it to every program run."""
+    for key in SECRET_KEYS:
+        if key in _namespace_keys():
+            raise ConfigError(key, "is in the stack config, where the validator key must not "
+                              "be (Pulumi.<stack>.yaml is tracked, every program run gets it)",
+                              f"run `pulumi config rm {key} --stack {stack}`, then store the "
+                              f"key with `python -m prep_ha put-keystore --stack {stack} "
+                              "--keystore FILE` (README: The validator key)")
 
 
 def main() -> None:
     cfg = read_config()
-    keystore = read_secret("keystore")
-    keystore_password = read_secret("keystorePassword")
+    refuse_key_in_config(cfg.stack)
 
     network = Network("network", NetworkArgs(config=cfg))
+    iam = NodeIam("node-iam", NodeIamArgs(cluster_name=cfg.cluster_name, region=cfg.region))
     secrets = NodeSecrets("secrets", NodeSecretsArgs(
-        config=cfg, keystore=keystore, keystore_password=keystore_password))
+        config=cfg, reader_role_arn=iam.role_arn, reader_role_name=iam.role_name,
+        vpc_id=network.vpc_id, endpoint_id=network.secrets_endpoint_id))
     ssh_key = AdminSshKey("admin-ssh", AdminSshKeyArgs(cluster_name=cfg.cluster_name))
-    iam = NodeIam("node-iam", NodeIamArgs(
-        cluster_name=cfg.cluster_name, region=cfg.region, secret_arns=secrets.secret_arns))
     nlb = PeerLoadBalancer("peer-lb", PeerLoadBalancerArgs(
         config=cfg, vpc_id=network.vpc_id, public_subnet_id=network.public_subnet_id,
         internet_ready=network.internet_ready))
@@ -111,12 +99,22 @@ def main() -> None:
         boot_after=[network, iam, secrets],
         internet_ready=network.internet_ready,
     ))
+    arbiter = QuorumArbiter("arbiter", QuorumArbiterArgs(
+        config=cfg, vpc_id=network.vpc_id, nat_gateway_id=network.nat_gateway_id,
+        hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
+        boot_after=[network, secrets])) if cfg.quorum_arbiter else None
     PacemakerCluster("pacemaker", PacemakerClusterArgs(
         config=cfg, instance_ids=nodes.instance_ids, ssh_hosts=nodes.ssh_hosts,
-        ssh_user=SSH_USER, ssh_private_key=ssh_key.private_key_openssh, ready=nodes.ready))
+        ssh_user=SSH_USER, ssh_private_key=ssh_key.private_key_openssh,
+        ssh_host_keys=secrets.ssh_host_public_keys,
+        ready=[*nodes.ready, *([arbiter] if arbiter else [])]))
+
+    key_file, known_hosts = ssh_files(cfg.cluster_name)
 
     def ssh(host: pulumi.Input[str], command: str = "") -> pulumi.Output[str]:
-        return pulumi.Output.concat(f"ssh -i {KEY_FILE} {SSH_USER}@", host, command)
+        return pulumi.Output.concat(
+            f"ssh -i {key_file} -o UserKnownHostsFile={known_hosts} "
+            f"-o StrictHostKeyChecking=yes {SSH_USER}@", host, command)
 
     pulumi.export("peerVip", cfg.peer_vip)
     pulumi.export("citizenVip", cfg.citizen_vip)
@@ -124,11 +122,20 @@ def main() -> None:
     pulumi.export("nlbPublicIp", nlb.public_ip)
     pulumi.export("instanceIds", dict(zip(cfg.node_names, nodes.instance_ids, strict=True)))
     pulumi.export("managementIps", dict(zip(cfg.node_names, nodes.ssh_hosts, strict=True)))
-    pulumi.export("sshKeyCommand", KEY_FILE_COMMAND)
+    pulumi.export("sshKeyCommand", ssh_files_command(cfg.stack, cfg.cluster_name))
+    # The host keys the nodes install at first boot (prep-ha-ssh-host-key), known_hosts lines.
+    pulumi.export("sshKnownHosts", pulumi.Output.all(*nodes.ssh_hosts,
+                                                     *secrets.ssh_host_public_keys).apply(
+        lambda v: "".join(f"{host} {key.strip()}\n" for host, key in zip(
+            v[:len(v) // 2], v[len(v) // 2:], strict=True))))
     pulumi.export("sshCommand", {n: ssh(h) for n, h in zip(cfg.node_names, nodes.ssh_hosts,
                                                             strict=True)})
     pulumi.export("pcsStatusCommand", ssh(nodes.ssh_hosts[0], " sudo pcs status --full"))
     pulumi.export("haclusterSecretName", secrets.hacluster_password_secret_name)
+    pulumi.export("keystoreSecretNames", [cfg.keystore_secret_name,
+                                          cfg.keystore_password_secret_name])
+    pulumi.export("putKeystoreCommand",
+                  f"python -m prep_ha put-keystore --stack {cfg.stack} --keystore KEYSTORE.json")
     pulumi.export("sshPrivateKey", pulumi.Output.secret(ssh_key.private_key_openssh))
 
 

@@ -58,6 +58,9 @@ class PacemakerClusterArgs:
     ssh_hosts: Sequence[pulumi.Input[str]]  # management EIP or management private IP
     ssh_user: str
     ssh_private_key: pulumi.Input[str]
+    # Each node's ed25519 host key (`ssh-ed25519 AAAA...`), installed by prep-ha-ssh-host-key:
+    # the bootstrap talks to that node only, never to whatever answers at the address first.
+    ssh_host_keys: Sequence[pulumi.Input[str]]
     ready: Sequence[pulumi.Resource]  # instances, ENI attachments, EIPs, volume attachments
 
 
@@ -78,10 +81,11 @@ class PacemakerCluster(pulumi.ComponentResource):
         script = render_script(model, hacluster_secret_id=cfg.hacluster_secret_name)
         connections = [
             remote.ConnectionArgs(host=host, user=args.ssh_user,
-                                  private_key=args.ssh_private_key,
-                                  # Fresh instances take a minute or two before sshd answers.
+                                  private_key=args.ssh_private_key, host_key=host_key,
+                                  # Fresh instances take a minute or two before sshd answers
+                                  # with the pinned key (a mismatch is a dial error, retried).
                                   dial_error_limit=60, per_dial_timeout=10)
-            for host in args.ssh_hosts
+            for host, host_key in zip(args.ssh_hosts, args.ssh_host_keys, strict=True)
         ]
         waits = [
             remote.Command(

@@ -5,7 +5,9 @@ From the agents shipped in Debian 12 (fence-agents 4.12, resource-agents 4.12):
   (on); "reboot" is off+on, so no RebootInstances.
 - awsvip: DescribeInstances (monitor), AssignPrivateIpAddresses (start, --allow-reassignment),
   UnassignPrivateIpAddresses (stop).
-- prep-ha-secret: secretsmanager:GetSecretValue on this stack's three secrets.
+- prep-ha-secret: secretsmanager:GetSecretValue on this stack's secrets, and kms:Decrypt of the
+  keystore's customer-managed key through Secrets Manager only. That policy is attached by
+  components/secrets.py, which owns the secrets and who may read them.
 """
 
 from __future__ import annotations
@@ -53,15 +55,28 @@ def fencing_and_vip_policy(cluster_name: str, region: str, partition: str) -> di
     }
 
 
-def read_secrets_policy(secret_arns: Sequence[str]) -> dict[str, Any]:
+def read_secrets_policy(secret_arns: Sequence[str], kms_key_arn: str,
+                        region: str) -> dict[str, Any]:
+    """GetSecretValue on exactly these secrets; the keystore key decrypts only for Secrets
+    Manager (a role that could call kms:Decrypt directly could read any blob made with it)."""
     return {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "ReadStackSecrets",
-            "Effect": "Allow",
-            "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": list(secret_arns),
-        }],
+        "Statement": [
+            {
+                "Sid": "ReadStackSecrets",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": list(secret_arns),
+            },
+            {
+                "Sid": "DecryptTheKeystoreViaSecretsManager",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": [kms_key_arn],
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}},
+            },
+        ],
     }
 
 
@@ -69,11 +84,11 @@ def read_secrets_policy(secret_arns: Sequence[str]) -> dict[str, Any]:
 class NodeIamArgs:
     cluster_name: str
     region: str
-    secret_arns: Sequence[pulumi.Input[str]]
 
 
 class NodeIam(pulumi.ComponentResource):
     role_arn: pulumi.Output[str]
+    role_name: pulumi.Output[str]
     instance_profile_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: NodeIamArgs,
@@ -101,14 +116,11 @@ class NodeIam(pulumi.ComponentResource):
             policy=partition.apply(lambda p: json.dumps(
                 fencing_and_vip_policy(args.cluster_name, args.region, p))),
             opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-read-secrets", role=role.id,
-            policy=pulumi.Output.all(*args.secret_arns).apply(
-                lambda arns: json.dumps(read_secrets_policy(arns))),
-            opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags,
                                           opts=child)
 
         self.role_arn = role.arn
+        self.role_name = role.name
         self.instance_profile_name = profile.name
-        self.register_outputs({"roleArn": role.arn, "instanceProfileName": profile.name})
+        self.register_outputs({"roleArn": role.arn, "roleName": role.name,
+                               "instanceProfileName": profile.name})

@@ -20,6 +20,7 @@ PCSD_PORT = 2224
 SSH_PORT = 22
 ICON_P2P_PORT = 7100
 ICON_RPC_PORT = 9000
+HTTPS_PORT = 443
 ANYWHERE = "0.0.0.0/0"
 
 
@@ -30,10 +31,12 @@ class NetworkArgs:
 
 class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
+    nat_gateway_id: pulumi.Output[str]
     public_subnet_id: pulumi.Output[str]
     service_subnet_id: pulumi.Output[str]
     heartbeat_subnet_id: pulumi.Output[str]
     management_subnet_id: pulumi.Output[str]
+    secrets_endpoint_id: pulumi.Output[str]
     service_security_group_id: pulumi.Output[str]
     heartbeat_security_group_id: pulumi.Output[str]
     management_security_group_id: pulumi.Output[str]
@@ -94,11 +97,9 @@ class Network(pulumi.ComponentResource):
                                           "ICON P2P and JSON-RPC via the NLB; corosync link 1")
         heartbeat_sg = self._security_group("heartbeat", vpc_id,
                                             "corosync link 0 between the nodes")
-        management_sg = self._security_group("management", vpc_id,
-                                             "SSH and pcsd from admins and the other node")
+        management_sg = self._security_group("management", vpc_id, "SSH from admins")
         node_ips = [n.service_ip for n in cfg.nodes]
         heartbeat_ips = [n.heartbeat_ip for n in cfg.nodes]
-        management_ips = [n.management_ip for n in cfg.nodes]
 
         # The NLB does not preserve client IPs (see components/loadbalancer.py), so these
         # arrive from its private addresses; the ENIs have no public address, so the wide
@@ -114,20 +115,21 @@ class Network(pulumi.ComponentResource):
 
         self._ingress(heartbeat_sg, "corosync", "udp", COROSYNC_PORTS, _hosts(heartbeat_ips),
                       "corosync knet link 0 from the nodes")
-        # pcs may address the nodes by their heartbeat IPs (the guide's pcmk*-hb names).
+        # pcsd listens on the heartbeat address only (cloud-init/files/pcsd-bind.conf); the
+        # nodes' pcs reach each other there (the guide's pcmk*-hb names).
         self._ingress(heartbeat_sg, "pcsd", "tcp", (PCSD_PORT, PCSD_PORT), _hosts(heartbeat_ips),
                       "pcsd from the nodes")
         self._egress(heartbeat_sg, cfg.heartbeat_subnet_cidr, "corosync link 0 and pcsd")
 
         self._ingress(management_sg, "ssh", "tcp", (SSH_PORT, SSH_PORT), list(cfg.admin_cidrs),
                       "SSH from admins")
-        self._ingress(management_sg, "pcsd-admin", "tcp", (PCSD_PORT, PCSD_PORT),
-                      list(cfg.admin_cidrs), "pcsd from admins")
-        self._ingress(management_sg, "pcsd-nodes", "tcp", (PCSD_PORT, PCSD_PORT),
-                      _hosts(management_ips + heartbeat_ips), "pcsd from the nodes")
+        # No pcsd here: admins run pcs on a node over SSH, so pcsd never faces the internet.
         self._egress(management_sg, ANYWHERE, "replies to admins via the management route")
 
+        self.secrets_endpoint_id = self._secrets_endpoint(vpc_id, service)
+
         self.vpc_id = vpc_id
+        self.nat_gateway_id = nat.id
         self.public_subnet_id = public.id
         self.service_subnet_id = service.id
         self.heartbeat_subnet_id = heartbeat.id
@@ -142,7 +144,24 @@ class Network(pulumi.ComponentResource):
             "heartbeatSubnetId": heartbeat.id,
             "managementSubnetId": management.id,
             "natGatewayId": nat.id,
+            "secretsEndpointId": self.secrets_endpoint_id,
         })
+
+    def _secrets_endpoint(self, vpc_id: pulumi.Input[str],
+                          service: aws.ec2.Subnet) -> pulumi.Output[str]:
+        """Secrets Manager inside the VPC: with private DNS the nodes' (and the arbiter's) calls
+        go through it, so the secrets' resource policies can refuse the node role anywhere
+        else (aws:SourceVpc): stolen role credentials cannot read the key from outside."""
+        sg = self._security_group("secrets-endpoint", vpc_id,
+                                  "HTTPS to the Secrets Manager endpoint from the stack's VPC")
+        self._ingress(sg, "https", "tcp", (HTTPS_PORT, HTTPS_PORT), [self._cfg.vpc_cidr],
+                      "Secrets Manager API from the stack's instances")
+        endpoint = aws.ec2.VpcEndpoint(
+            f"{self._name}-secretsmanager", vpc_id=vpc_id, vpc_endpoint_type="Interface",
+            service_name=f"com.amazonaws.{self._cfg.region}.secretsmanager",
+            subnet_ids=[service.id], security_group_ids=[sg.id], private_dns_enabled=True,
+            tags=self._tags("secretsmanager"), opts=pulumi.ResourceOptions(parent=self))
+        return endpoint.id
 
     def _tags(self, role: str) -> dict[str, str]:
         return cluster_tags(self._cfg.cluster_name, f"{self._cfg.cluster_name}-{role}")

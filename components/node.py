@@ -38,6 +38,22 @@ def debian_ami_name_pattern(architecture: str) -> str:
     return f"debian-12-{'arm64' if architecture == 'arm64' else 'amd64'}-*"
 
 
+def debian_ami(pinned: str | None, instance_type: str,
+               parent: pulumi.Resource) -> pulumi.Input[str]:
+    """The pinned AMI, else the latest official Debian 12 image for the type's architecture."""
+    if pinned:
+        return pinned
+    arch = ami_architecture(instance_type)
+    return aws.ec2.get_ami_output(
+        most_recent=True, owners=[DEBIAN_AMI_OWNER],
+        filters=[
+            {"name": "name", "values": [debian_ami_name_pattern(arch)]},
+            {"name": "architecture", "values": [arch]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+        ],
+        opts=pulumi.InvokeOutputOptions(parent=parent)).id
+
+
 @dataclass(frozen=True)
 class NodePairArgs:
     config: StackConfig
@@ -75,19 +91,7 @@ class NodePair(pulumi.ComponentResource):
         self._args = args
         self._name = name
 
-        ami_id: pulumi.Input[str]
-        if cfg.ami_id:
-            ami_id = cfg.ami_id
-        else:
-            arch = ami_architecture(cfg.instance_type)
-            ami_id = aws.ec2.get_ami_output(
-                most_recent=True, owners=[DEBIAN_AMI_OWNER],
-                filters=[
-                    {"name": "name", "values": [debian_ami_name_pattern(arch)]},
-                    {"name": "architecture", "values": [arch]},
-                    {"name": "virtualization-type", "values": ["hvm"]},
-                ],
-                opts=pulumi.InvokeOutputOptions(parent=self)).id
+        ami_id = debian_ami(cfg.ami_id, cfg.instance_type, self)
 
         # Spread: the two nodes never share a rack (power, network) inside the one AZ.
         placement = aws.ec2.PlacementGroup(
@@ -160,7 +164,7 @@ class NodePair(pulumi.ComponentResource):
             icon_image=f"iconloop/icon2-node:{cfg.icon_image_tag}", data_volume_id=v[0],
             heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
             management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
-            citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
+            peer_vip=cfg.peer_vip, citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
             hacluster_secret_id=v[4]))))
 

@@ -1,4 +1,4 @@
-"""python -m lab {up,status,drill,bench,down,aws-drill}: see "Drills" in the project README."""
+"""python -m lab {up,status,drill,leakscan,bench,down,aws-drill}: see the project README."""
 
 from __future__ import annotations
 
@@ -27,10 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     drill = sub.add_parser("drill", help="run the failover drill on the running lab "
                                          "(or on a fresh one with --stack, torn down after)")
     drill.add_argument("--stack")
-    drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, links")
+    drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, "
+                       "links; with the arbiter also split, arbiter, arbiter-split")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)
+    sub.add_parser("leakscan", help="search the running lab for the keystore and hacluster "
+                                    "passwords (see lab/leakscan.py)", add_help=False)
     sub.add_parser("down", help="remove everything the lab made (safe at any time)")
     sub.add_parser("aws-drill", help="drill a deployed stack (see --help)", add_help=False)
     args, rest = ap.parse_known_args(argv)
@@ -38,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "aws-drill":
         from lab import aws_drill
         return aws_drill.main(rest)
+    if args.command == "leakscan":
+        from lab import leakscan
+        return leakscan.main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "down":

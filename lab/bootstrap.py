@@ -1,8 +1,9 @@
 """The lab's pulumi-command: the program's declared remote.Commands, run as `pulumi up` runs them.
 
 Each Command's `create` (or `update` on a second `up`) goes over SSH to the host it names, with
-its `stdin`, in the order the program declared them; a connection that fails is dialled again
-like pulumi-command does (dialErrorLimit); a non-zero exit fails the whole `up`, naming the
+its `stdin`, in the order the program declared them, pinning the host key the Command's
+connection names; a connection that fails (or meets another host key) is dialled again like
+pulumi-command does (dialErrorLimit); a non-zero exit fails the whole `up`, naming the
 Command and showing its output, which is what an operator would see.
 """
 
@@ -34,7 +35,8 @@ def run_command(cmd: Command, key: Path, *, update: bool = False,
     text = (cmd.update or cmd.create) if update else cmd.create
     t0 = time.monotonic()
     for _ in range(DIAL_ERROR_LIMIT):
-        proc = ssh(key, cmd.user, cmd.host, text, input=stdin if stdin is not None else cmd.stdin)
+        proc = ssh(key, cmd.user, cmd.host, text, input=stdin if stdin is not None else cmd.stdin,
+                   host_key=cmd.host_key)
         if proc.returncode != SSH_UNREACHABLE:
             break
         time.sleep(DIAL_PAUSE)

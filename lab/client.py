@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 from lab.netns import ns_argv, run, run_proc
 from lab.topology import CLIENT_NS
 
-# pulumi-command does not check host keys (see the README's limits); nor does the lab.
-SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10")
+# Without a pinned key (the lab's own admin access) no host key is checked.
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10")
+UNPINNED = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null")
 SSH_UNREACHABLE = 255
 
 
@@ -36,7 +37,16 @@ def generate_key(path: Path) -> tuple[str, str]:
 
 
 def ssh(key: Path, user: str, host: str, command: str, *, input: str | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run `command` on host as pulumi-command's remote.Command does: one exec, stdin piped."""
-    argv = ns_argv(CLIENT_NS, "ssh", "-i", str(key), *SSH_OPTIONS, f"{user}@{host}", command)
-    return run_proc(argv, timeout=timeout, input=input)
+        timeout: float = 600, host_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `command` on host as pulumi-command's remote.Command does: one exec, stdin piped.
+    With `host_key` (`ssh-ed25519 AAAA...`) only a host presenting that key is accepted; a
+    mismatch exits 255 like an unreachable host (pulumi-command: a dial error)."""
+    with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", dir=key.parent) as known:
+        if host_key:
+            known.write(f"{host} {host_key.strip()}\n")
+            known.flush()
+            pin = ("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known.name}",
+                   "-o", f"HostKeyAlgorithms={host_key.split()[0]}")
+        argv = ns_argv(CLIENT_NS, "ssh", "-i", str(key), *SSH_OPTIONS,
+                       *(pin if host_key else UNPINNED), f"{user}@{host}", command)
+        return run_proc(argv, timeout=timeout, input=input)

@@ -39,8 +39,12 @@ LOGGED_ACTIONS = ("StopInstances", "StartInstances", "RebootInstances",
 @dataclass(frozen=True)
 class CloudConfig:
     region: str
-    subnets: dict[str, str]  # bridge -> CIDR (svc, hb, mgmt, inet)
+    subnets: dict[str, str]  # bridge -> CIDR (svc, hb, mgmt, arb, inet)
     mirror: str  # the image's mirror directory
+
+    def vpc_bridges(self) -> list[str]:
+        """The stack's subnets (every bridge but the internet side)."""
+        return [b for b in self.subnets if b != "inet"]
 
     def router(self, bridge: str) -> str:
         return str(ipaddress.ip_network(self.subnets[bridge]).network_address + 1)
@@ -182,7 +186,7 @@ def dnsmasq_conf(cfg: CloudConfig, leases: list[Lease], run_dir: Path) -> str:
              f"address=/amazonaws.com/{svc}", f"address=/{MIRROR_HOST}/{svc}",
              # Every other name: no answer, so nothing on a node ever reaches outside.
              "address=/#/"]
-    for bridge in ("svc", "hb", "mgmt"):
+    for bridge in cfg.vpc_bridges():
         net = ipaddress.ip_network(cfg.subnets[bridge])
         lines += [f"interface={bridge}",
                   f"dhcp-range=set:{bridge},{net.network_address},static,{net.netmask},1h",
@@ -197,7 +201,7 @@ def wire(cfg: CloudConfig, ns: str, leases: list[Lease], elastic_ips: dict[str, 
     conf = run_dir / "dnsmasq.conf"
     conf.write_text(dnsmasq_conf(cfg, leases, run_dir))
     in_ns(ns, "dnsmasq", f"--conf-file={conf}")
-    for bridge in ("svc", "hb", "mgmt"):
+    for bridge in cfg.vpc_bridges():
         # EC2 delivers a packet out of an ENI only from that ENI's own addresses.
         in_ns(ns, "iptables", "-A", "FORWARD", "-i", bridge, "!", "-s", cfg.subnets[bridge],
               "-j", "DROP")
@@ -234,10 +238,15 @@ def start_instances(run_dir: Path, *ids: str) -> None:
     _ec2(run_dir).start_instances(InstanceIds=list(ids))
 
 
+def stop_instances(run_dir: Path, *ids: str) -> None:
+    _ec2(run_dir).stop_instances(InstanceIds=list(ids), Force=True)
+
+
 if __name__ == "__main__":
     import urllib3
 
     urllib3.disable_warnings()  # the controller's own calls to 127.0.0.1 skip the lab CA
     command, directory = sys.argv[1], Path(sys.argv[2])
-    {"serve": serve, "describe": describe, "start": start_instances}[command](
+    {"serve": serve, "describe": describe, "start": start_instances,
+     "stop": stop_instances}[command](
         directory, *sys.argv[3:])

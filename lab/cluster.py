@@ -41,7 +41,7 @@ from prep_ha.config import StackConfig, load_stack_file
 RUN_DIR = Path(os.environ.get("PREP_HA_LAB_DIR", "/var/tmp/prep-ha-lab"))
 REPO = Path(__file__).resolve().parent.parent
 KEYSTORE = REPO / "tests" / "fixtures" / "fake_keystore.json"
-REQUIRED_TOOLS = ("ip", "nsenter", "systemd-nspawn", "debootstrap", "dnsmasq", "iptables",
+REQUIRED_TOOLS = ("ip", "nsenter", "systemd-nspawn", "debootstrap", "dnsmasq", "iptables", "nft",
                   "openssl", "ssh", "ssh-keygen", "curl", "losetup", "mkfs.ext4", "dpkg-deb")
 BOOT_TIMEOUT = 600
 
@@ -96,8 +96,18 @@ class Lab:
         return Deployment.from_json((self.run_dir / "deployment.json").read_text())
 
     @property
-    def nodes(self) -> list[NodeSpec]:
+    def hosts(self) -> list[NodeSpec]:
+        """Every instance the stack runs: the two nodes and the arbiter."""
         return node.load_specs(self.run_dir / "nodes.json")
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        """The two cluster nodes."""
+        return [h for h in self.hosts if h.name in self.cfg.node_names]
+
+    @property
+    def arbiter(self) -> NodeSpec | None:
+        return next((h for h in self.hosts if h.name == self.cfg.arbiter_name), None)
 
     def node(self, name: str) -> NodeSpec:
         return next(n for n in self.nodes if n.name == name)
@@ -166,7 +176,7 @@ class Lab:
         argv = ns_argv(CLIENT_NS, sys.executable, "-m", "lab.deploy", self.cfg.stack,
                        "--endpoint", f"https://{cloud.CloudConfig.load(self.run_dir).router('inet')}",
                        "--ca-bundle", str(self.run_dir / "ca.pem"), "--region", self.cfg.region,
-                       "--ssh-key", str(self.key), "--keystore", str(KEYSTORE),
+                       "--ssh-key", str(self.key), "--keystore", str(KEYSTORE.resolve()),
                        "--keystore-password-file", str(password), "--out", str(out),
                        "--secret-values", str(self.run_dir / "secret-values.json"))
         env = {**os.environ, "PYTHONPATH": str(REPO)}

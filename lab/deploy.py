@@ -15,6 +15,10 @@ stay in memory (or go, only if asked, to a separate 0600 file).
     python -m lab.deploy testnet --endpoint https://10.x.y.z --ca-bundle ca.pem \
         --region eu-central-1 --ssh-key admin.key --keystore ks.json \
         --keystore-password-file pw --out deployment.json [--secret-values secrets.json]
+
+The keystore and its password reach moto as they reach AWS: the program's keystore-put local
+Command runs `python -m prep_ha put-keystore` here, given the files' paths (never the values)
+in the environment, as scripts/deploy gives them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from lab.motocloud import MotoCloud, seed_debian_amis
 from lab.program import ACCOUNT, ProgramRun, run_stack, stack_config
+from prep_ha.keystore import KEYSTORE_ENV, PASSWORD_FILE_ENV
 
 __all__ = ["Command", "Deployment", "ElasticIp", "Eni", "MotoCloud", "Node", "Volume",
            "deploy", "main", "seed_debian_amis"]
@@ -93,7 +98,7 @@ class ElasticIp:
 
 @dataclass
 class Node:
-    node: str  # the prep-ha:node tag
+    node: str  # the prep-ha:node tag (the arbiter, which has none: its Name)
     instance_id: str
     # What EC2 holds (base64 of the bytes run_instances got), and its text as cloud-init reads
     # it (gunzipped when the program sends it gzip-compressed).
@@ -107,6 +112,7 @@ class Node:
     enis: list[Eni]  # by device index
     data_volumes: list[Volume]
     management_eip: ElasticIp | None
+    cluster_node: bool = True  # False for the quorum arbiter
 
     def eni(self, device_index: int) -> Eni:
         return next(e for e in self.enis if e.device_index == device_index)
@@ -127,6 +133,7 @@ class Command:
     triggers: list[Any] | None
     environment: dict[str, str] | None
     depends_on: list[str]  # names of the Commands it waits for
+    host_key: str | None = None  # the public host key the connection pins
     private_key: str | None = _memory_only()
 
 
@@ -152,6 +159,11 @@ class Deployment:
 
     def node(self, name: str) -> Node:
         return next(n for n in self.instances if n.node == name)
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The two cluster nodes (without the arbiter), node 1 first."""
+        return [n for n in self.instances if n.cluster_node]
 
     def to_json(self) -> str:
         return json.dumps(_json_fields(self), indent=1, sort_keys=True)
@@ -225,7 +237,9 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
             availability_zone=inst["Placement"]["AvailabilityZone"],
             key_name=inst.get("KeyName", ""),
             instance_profile_arn=inst.get("IamInstanceProfile", {}).get("Arn", ""),
-            enis=enis, data_volumes=volumes, management_eip=management))
+            enis=enis, data_volumes=volumes, management_eip=management,
+            cluster_node=NODE_TAG in tags))
+    nodes.sort(key=lambda n: n.node)  # node 1, node 2, then the arbiter (lab/topology.py)
 
     by_key = {r.key: r for r in run.resources}
     commands = []
@@ -239,7 +253,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
             environment=c.inputs.get("environment"),
             depends_on=[by_key[k].name for k in c.depends_on
                         if k in by_key and by_key[k].type == COMMAND],
-            private_key=conn.get("privateKey")))
+            host_key=conn.get("hostKey"), private_key=conn.get("privateKey")))
 
     lbs = run.of_type("aws:lb/loadBalancer:LoadBalancer")
     load_balancer = {}
@@ -266,7 +280,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
 
 
 def deploy(stack: str, *, endpoint: str, ca_bundle: str | None, region: str,
-           ssh_key: tuple[str, str], keystore: str, keystore_password: str,
+           ssh_key: tuple[str, str], keystore_file: Path, keystore_password_file: Path,
            overrides: dict | None = None) -> Deployment:
     """Run the program for `stack` against moto at `endpoint`; describe what it created.
 
@@ -277,8 +291,9 @@ def deploy(stack: str, *, endpoint: str, ca_bundle: str | None, region: str,
     if configured not in (None, region):
         raise ValueError(f"stack {stack} is configured for {configured}, not {region}")
     cloud = MotoCloud(endpoint=endpoint, ca_bundle=ca_bundle, region=region, ssh_key=ssh_key)
-    run = run_stack(stack, {"aws:region": region, **(overrides or {})}, cloud=cloud,
-                    secrets={"keystore": keystore, "keystorePassword": keystore_password})
+    cloud.local_env.update({KEYSTORE_ENV: str(keystore_file),
+                            PASSWORD_FILE_ENV: str(keystore_password_file)})
+    run = run_stack(stack, {"aws:region": region, **(overrides or {})}, cloud=cloud)
     return _describe(cloud, stack, run)
 
 
@@ -310,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     deployment = deploy(
         args.stack, endpoint=args.endpoint, ca_bundle=args.ca_bundle, region=args.region,
         ssh_key=(args.ssh_key.read_text(), Path(f"{args.ssh_key}.pub").read_text().strip()),
-        keystore=args.keystore.read_text(),
-        keystore_password=args.keystore_password_file.read_text().rstrip("\n"),
+        keystore_file=args.keystore.resolve(),
+        keystore_password_file=args.keystore_password_file.resolve(),
         overrides=overrides)
     _write(args.out, deployment.to_json())
     if args.secret_values:

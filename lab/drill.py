@@ -10,6 +10,7 @@ without the peer being stopped or started again.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from lab.client import probe
 from lab.cloud import read_events
 from lab.cluster import Lab
-from lab.netns import ns_argv, run, set_cable, wait_for
+from lab.leakscan import scan_lab
+from lab.netns import heal, ns_argv, run, set_cable, split, wait_for
 from lab.node import NodeSpec, exec_in, freeze, is_on, kill_matching
 from lab.observe import Prober, Sampler, is_role, roles_on
 from lab.topology import CLOUD_NS, Cables
@@ -65,19 +67,27 @@ class Drill:
 
     def restore(self) -> None:
         """Back to two healthy nodes: cables in, instances started, no standby, no failures."""
-        for spec in self.lab.nodes:
-            cables = Cables.of(spec)
-            for cable in (cables.heartbeat, cables.service, cables.management):
-                set_cable(cable, True)
-        stopped = [self.instance[n.name] for n in self.lab.nodes if not is_on(n)]
+        for spec in self.lab.hosts:
+            for nic in spec.nics:
+                set_cable(nic.outer, True)
+        heal()
+        stopped = [n.name for n in self.lab.hosts if not is_on(n)]
         if stopped:
-            run(ns_argv(CLOUD_NS, "python3", "-m", "lab.cloud", "start",
-                        str(self.lab.run_dir), *stopped), check=False)
+            self.ec2("start", *stopped)
         self.lab.wait_members(RESTORE_TIMEOUT)
         admin = next(n for n in self.lab.nodes if is_on(n))
         exec_in(admin, "pcs", "node", "unstandby", "--all")
         exec_in(admin, "pcs", "resource", "cleanup")
         self.lab.wait_healthy(RESTORE_TIMEOUT)
+
+    def ec2(self, action: str, *names: str) -> None:
+        """Start or stop instances through the EC2 API (moto), as an operator or AWS would."""
+        run(ns_argv(CLOUD_NS, sys.executable, "-m", "lab.cloud", action, str(self.lab.run_dir),
+                    *(self.instance[n] for n in names)))
+
+    def stops(self, since: float) -> list[str]:
+        """Nodes EC2 stopped since `since` (fencing, or the drill stopping the arbiter)."""
+        return [e["node"] for e in read_events(self.lab.run_dir, since) if e.get("power") == "off"]
 
     def answers_from(self, node: str, timeout: float = FAILOVER_TIMEOUT) -> float:
         wait_for(lambda: (a := probe(self.vip)) is not None and a["role"] == "peer"
@@ -224,21 +234,125 @@ class Drill:
         self._fencing(r, t0, active, active, expect=False)
         return r
 
-    def cases(self) -> dict[str, Callable[[], CaseResult]]:
-        return {"heartbeat": self.heartbeat_cut, "service": self.peer_dies,
-                "standby": self.standby, "hang": self.hang, "links": self.cut_links}
+    def _split_nodes(self, a: NodeSpec, b: NodeSpec) -> None:
+        """Cut every link between the two nodes; both still reach the VPC and the arbiter."""
+        split([n.outer for n in a.nics], [n.outer for n in b.nics])
 
-    def run(self, names: list[str] | None = None,
-            echo: Callable[[str], None] = print) -> list[CaseResult]:
-        results = []
+    def split_with_arbiter(self) -> CaseResult:
+        """The nodes lose each other: the arbiter's vote goes to the peer's side, so only the
+        standby is fenced, and the peer never misses a probe."""
+        self.restore()
+        active, standby = self.active()
+        r = CaseResult("cut every link between the nodes, both reach the arbiter", active.name)
+        with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
+            t0 = time.time()
+            self._split_nodes(active, standby)
+            wait_for(lambda: standby.name in self.stops(t0), FAILOVER_TIMEOUT,
+                     f"{standby.name} to be fenced")
+            r.check(f"{standby.name} was fenced (+{time.time() - t0:.1f} s)", True)
+            heal()
+            self._rejoin(r, t0, standby, active, sampler, prober, t0)
+        r.check(f"{active.name} was not fenced", active.name not in self.stops(t0))
+        r.check("the peer VIP never moved", not self._vip_moves(t0))
+        r.check(f"peer never ran on both nodes ({sampler.samples} samples)",
+                not sampler.peer_on_both)
+        return r
+
+    def arbiter_lost(self) -> CaseResult:
+        """The arbiter stops: nothing moves, and the quorum status says the device is gone."""
+        self.restore()
+        active, _ = self.active()
+        arbiter = self.lab.arbiter
+        r = CaseResult("the arbiter is lost", active.name)
+        observe = sum(_corosync_timeouts(active)) / 1000 + 10
+        with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
+            t0 = time.time()
+            self.ec2("stop", arbiter.name)
+            time.sleep(observe)
+            quorum = exec_in(active, "corosync-quorumtool", "-s", check=False)
+            status = self.lab.status()
+        answers = prober.since(t0)
+        r.check(f"peer VIP answered from {active.name} in all {len(answers)} probes over "
+                f"{observe:.0f} s", answers and all(a and a["node"] == active.name
+                                                    for a in answers))
+        r.check("both nodes stayed online", status is not None and len(status.online) == 2)
+        r.check("nobody else was stopped", set(self.stops(t0)) == {arbiter.name})
+        # The local node's line: "<id> <votes> <qdevice flags> <name> (local)".
+        local = next((ln.split() for ln in quorum.splitlines() if "(local)" in ln), [])
+        flags = local[2].split(",") if len(local) > 2 else []
+        r.check(f"corosync-quorumtool: the quorum device is not voting ({','.join(flags)})",
+                "NV" in flags)
+        r.check("peer never restarted", len(sampler.peer_pids.get(active.name, [])) == 1)
+        return r
+
+    def arbiter_lost_then_split(self) -> CaseResult:
+        """No arbiter and no link between the nodes: no side has quorum. The peer keeps
+        running where it runs (no-quorum-policy=freeze), nobody is fenced."""
+        self.restore()
+        active, standby = self.active()
+        r = CaseResult("the arbiter is lost, then the nodes split", active.name)
+        observe = sum(_corosync_timeouts(active)) / 1000 + 15
+        with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
+            t0 = time.time()
+            self.ec2("stop", self.lab.arbiter.name)
+            time.sleep(5)
+            self._split_nodes(active, standby)
+            time.sleep(observe)
+            answers = prober.since(t0)
+        r.check(f"peer VIP answered from {active.name} in all {len(answers)} probes",
+                answers and all(a and a["node"] == active.name for a in answers))
+        r.check("nobody was fenced", set(self.stops(t0)) == {self.lab.arbiter.name})
+        r.check(f"peer never ran on both nodes ({sampler.samples} samples)",
+                not sampler.peer_on_both)
+        r.check(f"peer kept running on {active.name}, never restarted",
+                len(sampler.peer_pids.get(active.name, [])) == 1
+                and not sampler.peer_pids.get(standby.name))
+        r.check(f"what runs: the peer on {active.name}; the citizen on {standby.name} "
+                f"{'stopped' if 'ctz' not in roles_on(standby) else 'still running'}", True)
+        return r
+
+    def _vip_moves(self, since: float) -> list[float]:
+        return [e["t"] for e in read_events(self.lab.run_dir, since)
+                if e.get("action") == "AssignPrivateIpAddresses"
+                and e["params"].get("PrivateIpAddress.1") == self.vip]
+
+    def cases(self) -> dict[str, Callable[[], CaseResult]]:
+        cases = {"heartbeat": self.heartbeat_cut, "service": self.peer_dies,
+                 "standby": self.standby, "hang": self.hang, "links": self.cut_links}
+        if self.lab.arbiter is not None:
+            cases.update({"split": self.split_with_arbiter, "arbiter": self.arbiter_lost,
+                          "arbiter-split": self.arbiter_lost_then_split})
+        return cases
+
+    def run(self, names: list[str] | None = None, echo: Callable[[str], None] = print,
+            leak_scan: bool = True) -> list[CaseResult]:
+        """The cases (all, or `names`); with `leak_scan`, each case ends with a leak scan of
+        the whole lab (lab/leakscan.py), the drill's own output included, and fails on a hit."""
+        results: list[CaseResult] = []
         for name, case in self.cases().items():
             if names and name not in names:
                 continue
             result = case()
+            if leak_scan:
+                self.leak_scan(result, [r.report() for r in results])
             echo(result.report())
             results.append(result)
         self.restore()
+        if leak_scan and results:
+            final = CaseResult("after the drill", self.active()[0].name)
+            self.leak_scan(final, [r.report() for r in results])
+            echo(final.report())
+            results.append(final)
         return results
+
+    def leak_scan(self, r: CaseResult, output: list[str]) -> None:
+        scanner = scan_lab(self.lab, {"drill output": "\n".join(output)})
+        held = "; ".join(scanner.allowed[:1]) or "no node runs the peer"
+        r.check(f"leak scan: {sum(scanner.scanned.values())} places, "
+                f"{len(scanner.hits)} hits of {', '.join(scanner.secrets)} ({held})",
+                not scanner.hits)
+        for hit in scanner.hits:
+            r.check(f"leak: {hit.secret} in {hit.category}: {hit.where}", False)
 
 
 def _corosync_timeouts(spec: NodeSpec) -> tuple[int, int]:

@@ -34,7 +34,12 @@ from pathlib import Path
 import yaml
 
 from lab.standins.packages import build_debs
-from prep_ha.userdata import NodeUserData, render_user_data
+from prep_ha.userdata import (
+    ArbiterUserData,
+    NodeUserData,
+    render_arbiter_user_data,
+    render_user_data,
+)
 
 Echo = Callable[[str], object]
 
@@ -146,17 +151,21 @@ class Image:
 
 
 def user_data_packages() -> list[str]:
-    """The `packages:` of the product's user-data, as cloud-init passes them to apt."""
+    """The `packages:` of the product's user-data (nodes and arbiter), as cloud-init passes
+    them to apt."""
     # Any valid node: the package list is the same for all of them.
     node = NodeUserData(
         node_name="lab-1", region="eu-central-1", icon_network="LisbonNet", icon_image="icon",
         data_volume_id="vol-1", heartbeat_ip="10.0.2.1", heartbeat_cidr="10.0.2.0/24",
-        management_ip="10.0.3.1", management_cidr="10.0.3.0/24", citizen_vip="10.0.1.1",
-        p2p_advertise="10.0.1.1:7100", keystore_secret_id="k", keystore_password_secret_id="p",
-        hacluster_secret_id="h")
-    packages = yaml.safe_load(render_user_data(node))["packages"]
+        management_ip="10.0.3.1", management_cidr="10.0.3.0/24", peer_vip="10.0.1.2",
+        citizen_vip="10.0.1.1", p2p_advertise="10.0.1.1:7100", keystore_secret_id="k",
+        keystore_password_secret_id="p", hacluster_secret_id="h")
+    arbiter = ArbiterUserData(arbiter_name="lab-arbiter", region="eu-central-1",
+                              hacluster_secret_id="h")
+    packages = [p for doc in (render_user_data(node), render_arbiter_user_data(arbiter))
+                for p in yaml.safe_load(doc)["packages"]]
     # cloud-init's util.expand_package_list: [name, version] means name=version.
-    return [p if isinstance(p, str) else "=".join(map(str, p)) for p in packages]
+    return sorted({p if isinstance(p, str) else "=".join(map(str, p)) for p in packages})
 
 
 # --------------------------------------------------------------------------- chroot

@@ -16,9 +16,13 @@ Real in moto:
   TargetGroupAttachment, Listener.
   Invokes: getAmi (describe_images with the program's owners and filters; seed_debian_amis
   puts Debian's images into moto, else one is registered), getInternetGateway (describe).
-Not cloud resources, answered here: tls PrivateKey (the caller's ed25519 key pair, with the
-  provider's fingerprint and PEM outputs), random RandomPassword (fresh per deploy, kept in
-  memory for leak searches).
+  aws:kms Key; aws:secretsmanager SecretPolicy (stored; moto enforces no resource policy);
+  aws:ec2 VpcEndpoint (recorded; the lab's DNS sends every AWS API name to moto anyway).
+Run here: command:local:Command (`create` in a shell in the project directory, as
+  pulumi-command runs it on the operator's machine, with AWS_ENDPOINT_URL set to moto).
+Not cloud resources, answered here: tls PrivateKey (the admin key is the caller's ed25519 key
+  pair, other keys are generated; with the provider's fingerprint and PEM outputs), random
+  RandomPassword (fresh per deploy, kept in memory for leak searches).
 Faked (program.FakeCloud outputs): aws:ec2 PlacementGroup (moto has no
   CreatePlacementGroup; run_instances ignores the group), command:remote:Command (recorded,
   run later over SSH by the lab), component resources, getPartition ("aws"), and any type
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 import string
 from collections.abc import Iterable, Mapping
@@ -42,6 +47,19 @@ EIP_POOL = tuple(f"203.0.113.{i}" for i in range(100, 255))
 # The lab's Debian 12 image (seeded by seed_debian_amis, else registered on first lookup).
 DEBIAN_AMI_NAME = "debian-12-{arch}-20250112-1990"
 DEBIAN_AMI_OWNER = "136693071363"
+ADMIN_KEY = "admin-ssh-key"  # components/secrets.py AdminSshKey("admin-ssh")
+
+
+def _new_ed25519_key() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
 
 
 def _tags(resource_type: str, tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
@@ -145,6 +163,13 @@ class MotoCloud:
         self.region = region
         self.ec2, self.iam = client("ec2"), client("iam")
         self.secretsmanager, self.elbv2 = client("secretsmanager"), client("elbv2")
+        self.kms = client("kms")
+        # What a local Command's process needs to reach this cloud as the operator's
+        # machine reaches AWS (boto3 honours AWS_ENDPOINT_URL and AWS_CA_BUNDLE).
+        self.local_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "lab",
+                          "AWS_SECRET_ACCESS_KEY": "lab", "AWS_DEFAULT_REGION": region,
+                          **({"AWS_CA_BUNDLE": ca_bundle} if ca_bundle else {})}
+        self.local_outputs: dict[str, str] = {}
         self.ssh_private_key, self.ssh_public_key = ssh_key
         self.fake = FakeCloud(region)
         # Generated here, per deploy; never written anywhere by this module.
@@ -213,6 +238,10 @@ class MotoCloud:
             "aws:iam/instanceProfile:InstanceProfile": self._instance_profile,
             "aws:secretsmanager/secret:Secret": self._secret,
             "aws:secretsmanager/secretVersion:SecretVersion": self._secret_version,
+            "aws:secretsmanager/secretPolicy:SecretPolicy": self._secret_policy,
+            "aws:kms/key:Key": self._kms_key,
+            "aws:ec2/vpcEndpoint:VpcEndpoint": self._vpc_endpoint,
+            "command:local:Command": self._local_command,
             "aws:lb/loadBalancer:LoadBalancer": self._load_balancer,
             "aws:lb/targetGroup:TargetGroup": self._target_group,
             "aws:lb/targetGroupAttachment:TargetGroupAttachment": self._target_group_attachment,
@@ -372,17 +401,27 @@ class MotoCloud:
         return images[0].get("RootDeviceName", "/dev/xvda") if images else "/dev/xvda"
 
     def _instance(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        eni_id = i["primaryNetworkInterface"]["networkInterfaceId"]
-        [eni] = self.ec2.describe_network_interfaces(
-            NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
-        placement = {"AvailabilityZone": eni["AvailabilityZone"]}
+        if i.get("primaryNetworkInterface"):  # the nodes: their service ENI is device 0
+            eni_id = i["primaryNetworkInterface"]["networkInterfaceId"]
+            [eni] = self.ec2.describe_network_interfaces(
+                NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
+            network: dict[str, Any] = {
+                "NetworkInterfaces": [{"DeviceIndex": 0, "NetworkInterfaceId": eni_id}]}
+            zone = eni["AvailabilityZone"]
+        else:  # the arbiter: EC2 makes its ENI in the subnet, with the given address
+            network = {k: v for k, v in (("SubnetId", i.get("subnetId")),
+                                         ("PrivateIpAddress", i.get("privateIp")),
+                                         ("SecurityGroupIds", i.get("vpcSecurityGroupIds")))
+                       if v}
+            [subnet] = self.ec2.describe_subnets(SubnetIds=[i["subnetId"]])["Subnets"]
+            zone = subnet["AvailabilityZone"]
+        placement = {"AvailabilityZone": zone}
         if i.get("placementGroup"):
             # Accepted and ignored by moto (no placement groups there).
             placement["GroupName"] = i["placementGroup"]
         kwargs: dict[str, Any] = {
             "ImageId": i["ami"], "InstanceType": i["instanceType"], "MinCount": 1,
-            "MaxCount": 1, "Placement": placement,
-            "NetworkInterfaces": [{"DeviceIndex": 0, "NetworkInterfaceId": eni_id}],
+            "MaxCount": 1, "Placement": placement, **network,
             "DisableApiTermination": bool(i.get("disableApiTermination", False)),
             "DisableApiStop": bool(i.get("disableApiStop", False)),
             "TagSpecifications": _tags("instance", i.get("tags"))}
@@ -418,7 +457,7 @@ class MotoCloud:
             "arn": self._arn("ec2", f"instance/{instance_id}"),
             "privateIp": inst.get("PrivateIpAddress", ""),
             "privateDns": inst.get("PrivateDnsName", ""),
-            "primaryNetworkInterfaceId": eni_id,
+            "primaryNetworkInterfaceId": inst["NetworkInterfaces"][0]["NetworkInterfaceId"],
             "availabilityZone": inst["Placement"]["AvailabilityZone"],
             "instanceState": inst["State"]["Name"], "publicIp": "", "publicDns": ""}
 
@@ -490,6 +529,8 @@ class MotoCloud:
                                            for k, v in (i.get("tags") or {}).items()]}
         if i.get("description"):
             kwargs["Description"] = i["description"]
+        if i.get("kmsKeyId"):
+            kwargs["KmsKeyId"] = i["kmsKeyId"]
         secret = self.secretsmanager.create_secret(**kwargs)
         return secret["ARN"], {"arn": secret["ARN"], "name": secret["Name"]}
 
@@ -500,6 +541,56 @@ class MotoCloud:
         return f"{version['ARN']}|{version['VersionId']}", {
             "arn": version["ARN"], "versionId": version["VersionId"],
             "versionStages": version.get("VersionStages", ["AWSCURRENT"])}
+
+    def _secret_policy(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # Stored, not enforced: moto evaluates no resource policy (see the README's table).
+        self.secretsmanager.put_resource_policy(
+            SecretId=i["secretArn"], ResourcePolicy=i["policy"],
+            BlockPublicPolicy=bool(i.get("blockPublicPolicy")))
+        return i["secretArn"], {}
+
+    def _kms_key(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Tags": [{"TagKey": k, "TagValue": v}
+                                           for k, v in (i.get("tags") or {}).items()]}
+        for key, field in (("description", "Description"), ("policy", "Policy")):
+            if i.get(key):
+                kwargs[field] = i[key]
+        meta = self.kms.create_key(**kwargs)["KeyMetadata"]
+        if i.get("enableKeyRotation"):
+            self.kms.enable_key_rotation(KeyId=meta["KeyId"])
+        return meta["KeyId"], {"arn": meta["Arn"], "keyId": meta["KeyId"]}
+
+    def _vpc_endpoint(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "VpcId": i["vpcId"], "ServiceName": i["serviceName"],
+            "VpcEndpointType": i.get("vpcEndpointType", "Gateway"),
+            "TagSpecifications": _tags("vpc-endpoint", i.get("tags"))}
+        for key, field in (("subnetIds", "SubnetIds"), ("securityGroupIds", "SecurityGroupIds")):
+            if i.get(key):
+                kwargs[field] = i[key]
+        if "privateDnsEnabled" in i:
+            kwargs["PrivateDnsEnabled"] = bool(i["privateDnsEnabled"])
+        endpoint = self.ec2.create_vpc_endpoint(**kwargs)["VpcEndpoint"]
+        return endpoint["VpcEndpointId"], {"arn": self._arn(
+            "ec2", f"vpc-endpoint/{endpoint['VpcEndpointId']}")}
+
+    def _local_command(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Run `create` as pulumi-command's local.Command does: a shell on this (the
+        operator's) machine, in the project directory, with this process's environment; a
+        non-zero exit fails the deploy, with the command's output."""
+        import subprocess
+
+        from lab.program import PROJECT_DIR
+
+        env = {**os.environ, **self.local_env, **(i.get("environment") or {})}
+        proc = subprocess.run(["/bin/sh", "-c", i["create"]], cwd=i.get("dir") or PROJECT_DIR,
+                              env=env, input=i.get("stdin"), capture_output=True, text=True,
+                              timeout=300, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"local Command {name} ({i['create']}) exited "
+                               f"{proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        self.local_outputs[name] = proc.stdout
+        return f"{name}-{secrets.token_hex(4)}", {"stdout": proc.stdout, "stderr": proc.stderr}
 
     def _load_balancer(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -564,13 +655,17 @@ class MotoCloud:
         return listener["ListenerArn"], {"arn": listener["ListenerArn"]}
 
     def _private_key(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The admin key is the caller's (the lab logs in with it); any other key (the nodes'
+        SSH host keys) is generated here, fresh per deploy."""
         if str(i.get("algorithm", "")).upper() != "ED25519":
-            raise ValueError(f"{name}: the lab supplies only its ed25519 key, not "
+            raise ValueError(f"{name}: the lab supplies only ed25519 keys, not "
                              f"{i.get('algorithm')}")
-        public = " ".join(self.ssh_public_key.split()[:2]) + "\n"
+        private, public = ((self.ssh_private_key, self.ssh_public_key)
+                           if name == ADMIN_KEY else _new_ed25519_key())
+        public = " ".join(public.split()[:2]) + "\n"
         return f"{name}-{secrets.token_hex(8)}", {
-            "privateKeyOpenssh": self.ssh_private_key, "publicKeyOpenssh": public,
-            **_ssh_fingerprints(public), **_pem_outputs(self.ssh_private_key)}
+            "privateKeyOpenssh": private, "publicKeyOpenssh": public,
+            **_ssh_fingerprints(public), **_pem_outputs(private)}
 
     def _random_password(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         value = _password(i)

@@ -124,6 +124,23 @@ def set_cable(outer: str, up: bool) -> None:
     in_ns(SWITCH, "ip", "link", "set", outer, "up" if up else "down")
 
 
+SPLIT_TABLE = "prep-ha-lab-split"
+
+
+def split(a: Sequence[str], b: Sequence[str]) -> None:
+    """The switch drops every frame between ports `a` and ports `b`; the rest still flows."""
+    rules = [f"add table bridge {SPLIT_TABLE}",
+             f"add chain bridge {SPLIT_TABLE} forward "
+             "{ type filter hook forward priority 0; policy accept; }"]
+    rules += [f"add rule bridge {SPLIT_TABLE} forward iifname {x} oifname {y} drop"
+              for x, y in [*((x, y) for x in a for y in b), *((y, x) for x in a for y in b)]]
+    run(ns_argv(SWITCH, "nft", "-f", "-"), input="\n".join(rules) + "\n")
+
+
+def heal() -> None:
+    in_ns(SWITCH, "nft", "delete", "table", "bridge", SPLIT_TABLE, check=False)
+
+
 def destroy() -> None:
     """Delete every lab namespace; their veths and bridges go with them. Safe to run any time."""
     for ns in namespaces():

@@ -124,7 +124,7 @@ class NodeSpec:
     ns: str
     state: str  # the node's directory: root volume, data volume, console log
     nics: tuple[Nic, ...]
-    volume_id: str
+    volume_id: str | None  # the data volume (the arbiter has none)
 
     @property
     def root(self) -> Path:
@@ -176,6 +176,8 @@ def create_disks(spec: NodeSpec, image_rootfs: Path, ca_pem: Path) -> None:
          f"lowerdir={image_rootfs},upperdir={state / 'upper'},workdir={state / 'work'}",
          str(spec.root)])
     _bake_lab_files(spec, spec.root, ca_pem)
+    if spec.volume_id is None:
+        return
     data = state / "data.img"
     with data.open("wb") as f:
         f.truncate(DATA_IMAGE_BYTES)
@@ -253,7 +255,8 @@ def power_on(spec: NodeSpec, timeout: float = 30) -> None:
     if is_on(spec):
         return
     state = Path(spec.state)
-    loop = (state / "loop").read_text().strip()
+    loop = state / "loop"
+    volume = [f"--bind={loop.read_text().strip()}:/dev/{DATA_DEVICE}"] if loop.exists() else []
     argv = ns_argv(spec.ns, "systemd-nspawn", "--directory", str(spec.root), "--boot",
                    # This machine's PID 1 is not systemd: no machined, no scope to register.
                    "--register=no", "--keep-unit",
@@ -262,7 +265,7 @@ def power_on(spec: NodeSpec, timeout: float = 30) -> None:
                    # are the image's, as on EC2.
                    "--resolv-conf=off", "--timezone=off", "--link-journal=no",
                    f"--capability={CAPABILITIES}",
-                   f"--bind={loop}:/dev/{DATA_DEVICE}",
+                   *volume,
                    f"--bind-ro={state / 'by-id'}:/dev/disk/by-id",
                    # PID 1 blocks on a console nobody reads; read-only forwards it to the log.
                    "--console=read-only")

@@ -28,7 +28,8 @@ CLIENT_IP = str(INTERNET.network_address + 5)
 def cloud_config(cfg: StackConfig, mirror: Path) -> CloudConfig:
     return CloudConfig(region=cfg.region, mirror=str(mirror), subnets={
         "svc": cfg.service_subnet_cidr, "hb": cfg.heartbeat_subnet_cidr,
-        "mgmt": cfg.management_subnet_cidr, "inet": str(INTERNET)})
+        "mgmt": cfg.management_subnet_cidr, "arb": cfg.arbiter_subnet_cidr,
+        "inet": str(INTERNET)})
 
 
 def cloud_ports(cloud: CloudConfig) -> list[Port]:
@@ -43,16 +44,19 @@ def client_ports() -> list[Port]:
 
 
 def node_specs(deployment: Deployment, cloud: CloudConfig, run_dir: Path) -> list[NodeSpec]:
-    """One node per instance EC2 holds for the stack, its NICs as its ENIs are attached."""
+    """One host per instance EC2 holds for the stack (the nodes, then the arbiter), its NICs as
+    its ENIs are attached."""
     bridge_of = {cidr: bridge for bridge, cidr in cloud.subnets.items()}
     specs = []
+    # Sorted by name: prep-ha-testnet-1, -2, then -arbiter.
     for index, inst in enumerate(sorted(deployment.instances, key=lambda n: n.node), 1):
         nics = tuple(Nic(nic_name(e.device_index), e.mac, bridge_of[e.subnet_cidr],
                          f"n{index}-{bridge_of[e.subnet_cidr]}")
                      for e in sorted(inst.enis, key=lambda e: e.device_index))
         specs.append(NodeSpec(name=inst.node, index=index, instance_id=inst.instance_id,
                               ns=f"{PREFIX}n{index}", state=str(run_dir / f"node{index}"),
-                              nics=nics, volume_id=inst.data_volumes[0].volume_id))
+                              nics=nics, volume_id=next(
+                                  (v.volume_id for v in inst.data_volumes), None)))
     return specs
 
 

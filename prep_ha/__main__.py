@@ -1,4 +1,5 @@
-"""Operator commands that need no cloud: `python -m prep_ha simulate|render --stack NAME`."""
+"""Operator commands: `python -m prep_ha simulate|render --stack NAME` need no cloud;
+`python -m prep_ha put-keystore --stack NAME` stores the validator key (prep_ha/keystore.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from prep_ha import keystore
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import render_script
 from prep_ha.cluster.simulate import (
@@ -38,7 +40,7 @@ def _simulate(model_stack: str) -> int:
         peer_starts = sorted(k for k in blocked if k.endswith("_start_0") and k.startswith("peer"))
         print("== fencing node 1 fails\n"
               "   Node 1 fails and the EC2 API refuses to stop it. Every Peer start on node 2\n"
-              f"   waits for {fence_key(sim.node1)}, so none of them runs: "
+              f"   waits for {fence_key(model, sim.node1)}, so none of them runs: "
               f"{', '.join(peer_starts)}\n"
               "   -> Peer: not started anywhere until fencing succeeds (never on two nodes)")
     return 0
@@ -51,11 +53,23 @@ def main(argv: list[str] | None = None) -> int:
                        ("render", "print the bootstrap script the stack would run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--stack", required=True, help="stack name, e.g. testnet or mainnet")
+    put = sub.add_parser("put-keystore", help="store the P-Rep keystore and its password in "
+                         "the stack's Secrets Manager secrets (asks for the password)")
+    put.add_argument("--stack", required=True, help="stack name, e.g. testnet or mainnet")
+    put.add_argument("--keystore", help=f"the keystore file (or ${keystore.KEYSTORE_ENV})")
+    put.add_argument("--password-file", help="a file only you can read holding the password "
+                     f"(or ${keystore.PASSWORD_FILE_ENV}); without it the password is asked")
+    put.add_argument("--if-unset", action="store_true",
+                     help="do nothing if both secrets already hold a value")
     args = parser.parse_args(argv)
     try:
         if args.command == "simulate":
             return _simulate(args.stack)
         cfg = load_stack_file(str(ROOT / f"Pulumi.{args.stack}.yaml"), stack=args.stack)
+        if args.command == "put-keystore":
+            names = keystore.KeySecrets(cfg.keystore_secret_name,
+                                        cfg.keystore_password_secret_name, cfg.region)
+            return keystore.main(names, args.keystore, args.password_file, args.if_unset)
         print(render_script(build_model(cfg), hacluster_secret_id=cfg.hacluster_secret_name),
               end="")
         return 0

@@ -43,6 +43,10 @@ KNOWN_KEYS = (
     "peerVip",
     "citizenVip",
     "terminationProtection",
+    "quorumArbiter",
+    "arbiterSubnetCidr",
+    "arbiterInstanceType",
+    "corosyncTokenMs",
     "keystore",
     "keystorePassword",
 )
@@ -59,6 +63,19 @@ MAINNET_MIN_VCPUS = 8
 MAINNET_MIN_GIB = 32
 MAINNET_MIN_DATA_GIB = 500
 MIN_DATA_GIB = 100
+# The widest admin network SSH admits (pcsd admits none: admins run pcs over SSH). An office
+# or VPN egress is a few addresses, a /24 at most; a wider block is a provider's network,
+# shared with strangers who then get to try the validator's SSH.
+MAX_ADMIN_PREFIX = 24
+# Corosync token (ms). Below 1 s a node's ordinary scheduling hiccups already look like a
+# failure. MainNet keeps at least 2 s: EC2 live updates and EBS/host hiccups stall an instance
+# for up to about a second, and with the arbiter a false detection costs a fence of a healthy
+# node (README, "How failover works"). The default is what the lab measured as safe and fast.
+DEFAULT_TOKEN_MS = 2000
+MIN_TOKEN_MS = 1000
+MAINNET_MIN_TOKEN_MS = 2000
+MAX_TOKEN_MS = 30000
+DEFAULT_ARBITER_TYPE = "t4g.micro"
 
 
 class ConfigError(ValueError):
@@ -110,7 +127,20 @@ class StackConfig:
     peer_vip: str
     citizen_vip: str
     termination_protection: bool
+    quorum_arbiter: bool
+    arbiter_subnet_cidr: str
+    arbiter_instance_type: str
+    corosync_token_ms: int
     nodes: tuple[NodeAddresses, NodeAddresses] = field(repr=False)
+
+    @property
+    def arbiter_ip(self) -> str:
+        """The arbiter's fixed address (.10 of its subnet): known at preview, like the nodes'."""
+        return _host(ipaddress.ip_network(self.arbiter_subnet_cidr), 10)
+
+    @property
+    def arbiter_name(self) -> str:
+        return f"{self.cluster_name}-arbiter"
 
     @property
     def is_mainnet(self) -> bool:
@@ -276,17 +306,18 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
 
     admin = raw.get("adminCidrs")
     if not admin or not isinstance(admin, list | tuple):
-        raise ConfigError("adminCidrs", "is not set (a list of the networks SSH and pcsd admit)",
+        raise ConfigError("adminCidrs", "is not set (a list of the networks SSH admits)",
                           "set it to your office or VPN egress, e.g. [\"203.0.113.7/32\"]")
     admin_cidrs: list[str] = []
     for value in admin:
         net = _network("adminCidrs", value)
         if net.prefixlen == 0:
-            raise ConfigError("adminCidrs", f"{net} would open SSH and pcsd to the whole internet",
+            raise ConfigError("adminCidrs", f"{net} would open SSH to the whole internet",
                               "list only your own egress addresses, e.g. 203.0.113.7/32")
-        if net.prefixlen < 8:
-            raise ConfigError("adminCidrs", f"{net} is wider than a /8",
-                              "list only the networks your operators connect from")
+        if net.prefixlen < MAX_ADMIN_PREFIX:
+            raise ConfigError("adminCidrs", f"{net} is wider than a /{MAX_ADMIN_PREFIX}",
+                              "list only the networks your operators connect from (an office "
+                              f"or VPN egress fits in a /{MAX_ADMIN_PREFIX}; list several)")
         admin_cidrs.append(str(net))
 
     access = raw.get("managementAccess", "public")
@@ -343,6 +374,26 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
     citizen_vip = _usable("citizenVip", raw.get("citizenVip", _host(service, 101)), service,
                           taken | {peer_vip})
 
+    arbiter = _bool(raw, "quorumArbiter", True)
+    arbiter_net = _subnet("arbiterSubnetCidr",
+                          raw.get("arbiterSubnetCidr", str(list(vpc.subnets(new_prefix=24))[4])
+                              if vpc.prefixlen <= 21 else None), vpc)
+    for key, net in subnets.items():
+        if arbiter_net.overlaps(net):
+            raise ConfigError("arbiterSubnetCidr", f"{arbiter_net} overlaps {key} {net}",
+                              "give the arbiter a block of its own inside vpcCidr")
+    arbiter_type = str(raw.get("arbiterInstanceType", DEFAULT_ARBITER_TYPE))
+    if not re.fullmatch(r"[a-z]+\d+[a-z-]*\.[a-z0-9]+", arbiter_type):
+        raise ConfigError("arbiterInstanceType", f"{arbiter_type!r} is not an EC2 instance type",
+                          f"use a small type such as {DEFAULT_ARBITER_TYPE}")
+    token_floor = MAINNET_MIN_TOKEN_MS if mainnet else MIN_TOKEN_MS
+    token = _int(raw, "corosyncTokenMs", DEFAULT_TOKEN_MS, token_floor,
+                 f"use at least {token_floor} ms on {network} (see README: token and consensus)")
+    if token > MAX_TOKEN_MS:
+        raise ConfigError("corosyncTokenMs", f"{token} ms leaves the validator without a leader "
+                          "for longer than any failover should take",
+                          f"use at most {MAX_TOKEN_MS} ms")
+
     protection = _bool(raw, "terminationProtection", mainnet)
     if mainnet and not protection:
         raise ConfigError("terminationProtection", "is false on MainNet",
@@ -356,7 +407,9 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         admin_cidrs=tuple(admin_cidrs), management_access=access, instance_type=instance_type,
         root_volume_gib=root_gib, data_volume_gib=data_gib, ami_id=ami_id, icon_image_tag=tag,
         cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,
-        termination_protection=protection, nodes=nodes,
+        termination_protection=protection, quorum_arbiter=arbiter,
+        arbiter_subnet_cidr=str(arbiter_net), arbiter_instance_type=arbiter_type,
+        corosync_token_ms=token, nodes=nodes,
     )
 
 

@@ -28,6 +28,13 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("prep-ha-secret", "/usr/local/sbin/prep-ha-secret", "0755"),
     ("prep-ha-data-volume", "/usr/local/sbin/prep-ha-data-volume", "0755"),
     ("prep-ha-network", "/usr/local/sbin/prep-ha-network", "0755"),
+    ("prep-ha-holds-peer", "/usr/local/sbin/prep-ha-holds-peer", "0755"),
+    ("prep-ha-fence-restart", "/usr/local/sbin/prep-ha-fence-restart", "0755"),
+    ("prep-ha-hacluster", "/usr/local/sbin/prep-ha-hacluster", "0755"),
+    ("prep-ha-firewall", "/usr/local/sbin/prep-ha-firewall", "0755"),
+    ("prep-ha-firewall.service", "/etc/systemd/system/prep-ha-firewall.service", "0644"),
+    ("prep-ha-ssh-host-key", "/usr/local/sbin/prep-ha-ssh-host-key", "0755"),
+    ("pcsd-bind.conf", "/etc/systemd/system/pcsd.service.d/prep-ha-bind.conf", "0644"),
     ("prep-ha-network.service", "/etc/systemd/system/prep-ha-network.service", "0644"),
     ("cloud-init-network.cfg", "/etc/cloud/cloud.cfg.d/99-prep-ha-network.cfg", "0644"),
     ("unattended-upgrades.conf", "/etc/apt/apt.conf.d/51prep-ha-unattended-upgrades", "0644"),
@@ -39,6 +46,11 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("peer.service", "/etc/systemd/system/peer.service", "0644"),
     ("ctz.service", "/etc/systemd/system/ctz.service", "0644"),
 )
+
+# The arbiter needs only the hacluster password (its pcsd authenticates the nodes' pcs).
+ARBITER_FILES: tuple[tuple[str, str, str], ...] = tuple(
+    f for f in FILES if f[0] in ("prep-ha-secret", "prep-ha-hacluster",
+                                 "prep-ha-hacluster-password.service"))
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
 # Values end up inside shell scripts, unit files and YAML; none needs more than this.
@@ -58,10 +70,20 @@ class NodeUserData:
     heartbeat_cidr: str
     management_ip: str
     management_cidr: str
+    peer_vip: str
     citizen_vip: str
     p2p_advertise: str
     keystore_secret_id: str
     keystore_password_secret_id: str
+    hacluster_secret_id: str
+
+
+@dataclass(frozen=True)
+class ArbiterUserData:
+    """The quorum arbiter's first boot, all non-secret."""
+
+    arbiter_name: str
+    region: str
     hacluster_secret_id: str
 
 
@@ -92,11 +114,16 @@ def fill(template: str, values: dict[str, str]) -> str:
     return text
 
 
-def _values(node: NodeUserData) -> dict[str, str]:
-    values = asdict(node)
+def _safe(data: NodeUserData | ArbiterUserData) -> dict[str, str]:
+    values = asdict(data)
     for key, value in values.items():
         if not _SAFE_VALUE.fullmatch(value):
             raise ValueError(f"user-data value {key}={value!r} has characters unsafe in a script")
+    return values
+
+
+def _values(node: NodeUserData) -> dict[str, str]:
+    values = _safe(node)
     heartbeat = ipaddress.IPv4Network(node.heartbeat_cidr)
     management = ipaddress.IPv4Network(node.management_cidr)
     values["heartbeat_prefix"] = str(heartbeat.prefixlen)
@@ -107,8 +134,18 @@ def _values(node: NodeUserData) -> dict[str, str]:
 
 def render_user_data(node: NodeUserData, template_dir: Path = TEMPLATE_DIR) -> str:
     """The `#cloud-config` document for one node."""
-    values = _values(node)
-    doc = yaml.safe_load(fill((template_dir / "cloud-config.yaml").read_text(), values))
+    return _render("cloud-config.yaml", FILES, _values(node), template_dir)
+
+
+def render_arbiter_user_data(arbiter: ArbiterUserData,
+                             template_dir: Path = TEMPLATE_DIR) -> str:
+    """The `#cloud-config` document of the quorum arbiter."""
+    return _render("arbiter-config.yaml", ARBITER_FILES, _safe(arbiter), template_dir)
+
+
+def _render(template: str, files: tuple[tuple[str, str, str], ...], values: dict[str, str],
+            template_dir: Path) -> str:
+    doc = yaml.safe_load(fill((template_dir / template).read_text(), values))
     doc["write_files"] = [
         {
             "path": path,
@@ -116,7 +153,7 @@ def render_user_data(node: NodeUserData, template_dir: Path = TEMPLATE_DIR) -> s
             "owner": "root:root",
             "content": fill((template_dir / "files" / source).read_text(), values),
         }
-        for source, path, mode in FILES
+        for source, path, mode in files
     ]
     text = "#cloud-config\n" + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000)
     size = len(compress(text))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -57,5 +58,16 @@ def deploy_testnet(endpoint: str, ssh_key: tuple[str, str]) -> Deployment:
     """A clean moto with the Debian AMIs, and the testnet stack deployed into it."""
     reset_moto(endpoint)
     seed_debian_amis(REGION)
-    return deploy("testnet", endpoint=endpoint, ca_bundle=None, region=REGION, ssh_key=ssh_key,
-                  keystore=FAKE_KEYSTORE, keystore_password=LAB_KEYSTORE_PASSWORD)
+    with tempfile.TemporaryDirectory() as tmp:
+        keystore, password = key_files(Path(tmp))
+        return deploy("testnet", endpoint=endpoint, ca_bundle=None, region=REGION,
+                      ssh_key=ssh_key, keystore_file=keystore, keystore_password_file=password)
+
+
+def key_files(directory: Path) -> tuple[Path, Path]:
+    """The operator's keystore file and 0600 password file, as put-keystore reads them."""
+    keystore, password = directory / "keystore.json", directory / "keystore-password"
+    keystore.write_text(FAKE_KEYSTORE)
+    password.touch(mode=0o600)
+    password.write_text(LAB_KEYSTORE_PASSWORD + "\n")
+    return keystore, password

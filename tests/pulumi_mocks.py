@@ -1,14 +1,16 @@
 """Run the real `__main__.py` of a stack under `pulumi.runtime.set_mocks`; capture its resources.
 
     from tests.pulumi_mocks import run_program
-    resources = run_program("mainnet")                       # Pulumi.mainnet.yaml + fake secrets
+    resources = run_program("mainnet")                       # Pulumi.mainnet.yaml
     resources = run_program("testnet", {"managementAccess": "private"})
 
-No Pulumi CLI and no cloud: the machinery lives in lab/program.py; this module gives it the
-fake secrets below and a FakeCloud (invented ids, ARNs and addresses) answering with the fake
-SSH key, hacluster password and Debian AMI below, all distinctive so a test can grep any
-rendered text for a leak. Secret inputs stay visible: `CapturedResource.secret_paths` lists
-every input path whose value was a secret Output, and `is_secret(path)` checks one.
+No Pulumi CLI and no cloud: the machinery lives in lab/program.py; this module gives it a
+FakeCloud (invented ids, ARNs and addresses) answering with the fake SSH key, hacluster
+password and Debian AMI below, all distinctive so a test can grep any rendered text for a leak.
+The validator key is no stack config (put-keystore stores it); FAKE_SECRETS exists for the
+tests that show such config is refused. Secret inputs stay visible:
+`CapturedResource.secret_paths` lists every input path whose value was a secret Output, and
+`is_secret(path)` checks one.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ def fake_cloud(region: str) -> FakeCloud:
 
 
 def stack_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Pulumi.<stack>.yaml's `config:` plus the fake secrets, with overrides applied.
+    """Pulumi.<stack>.yaml's `config:` with overrides applied.
 
     Override keys without a namespace belong to icon-prep-ha; None removes a key.
     """
-    return program.stack_config(stack, overrides, secrets=FAKE_SECRETS)
+    return program.stack_config(stack, overrides)
 
 
 def run_program(stack: str, overrides: Mapping[str, Any] | None = None, *,
@@ -63,15 +65,15 @@ def run_program(stack: str, overrides: Mapping[str, Any] | None = None, *,
 
 
 def run_stack(stack: str, overrides: Mapping[str, Any] | None = None, *,
-              plaintext_keys: Collection[str] = (),
+              secrets: Mapping[str, str] | None = None, plaintext_keys: Collection[str] = (),
               sink: list[CapturedResource] | None = None) -> ProgramRun:
     """Run __main__.py for `stack` under mocks; exceptions (e.g. ConfigError) propagate.
 
-    `keystore` and `keystorePassword` default to fake values set as secrets; override them
-    to change the value, and list them in `plaintext_keys` to store them in plain text.
-    `sink`, if given, receives every registered resource as it happens, so a test can see
-    what was declared before an exception.
+    `secrets` sets `keystore`/`keystorePassword` as secret config (the program refuses
+    them; listed in `plaintext_keys`, in plain text). `sink`, if given, receives every
+    registered resource as it happens, so a test can see what was declared before an
+    exception.
     """
     region = str(stack_config(stack, overrides).get("aws:region", "us-east-1"))
-    return program.run_stack(stack, overrides, cloud=fake_cloud(region), secrets=FAKE_SECRETS,
+    return program.run_stack(stack, overrides, cloud=fake_cloud(region), secrets=secrets,
                              plaintext_keys=plaintext_keys, sink=sink)

@@ -48,7 +48,8 @@ def test_script_is_the_rendered_model_and_ids_come_from_the_instances(stack_run)
     assert setup.inputs["stdin"] == push.inputs["stdin"]
     assert parse_script(push.inputs["stdin"]) == model
     assert setup.inputs["create"] == "sudo bash -s setup"
-    ids = [i.id for i in run.of_type(INSTANCE)]
+    ids = [i.id for i in sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+           if "prep-ha:node" in i.inputs["tags"]]
     assert push.inputs["create"] == (
         "sudo env " + " ".join(f"PREP_HA_INSTANCE_ID_{n}={i}" for n, i in enumerate(ids, 1))
         + " bash -s push")

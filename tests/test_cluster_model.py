@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP, build_model
+from prep_ha.cluster.model import (
+    CTZ_GROUP,
+    FENCE_RESTART,
+    HOLDS_PEER,
+    PEER_GROUP,
+    build_model,
+)
 from prep_ha.cluster.pcs import corosync_conf, parse_script, render_script, setup_command
 from prep_ha.config import load_stack_file
 
@@ -55,18 +61,38 @@ def test_model_holds_the_safety_rules(stack):
     stickiness = int(dict(m.resource_defaults)["resource-stickiness"])
     assert all(int(loc.score) < stickiness for loc in m.locations)
     assert m.locations[0].node == m.nodes[0].name and m.locations[0].resource == PEER_GROUP
-    # Priority on Peer is what makes priority-fencing-delay favour the peer's node.
-    assert dict(m.group(PEER_GROUP).meta)["priority"] > "0"
-    assert m.property("priority-fencing-delay")
+    # A split is decided by the arbiter's vote, given to the partition holding the peer VIP.
+    assert m.corosync.qdevice is not None and not m.corosync.two_node
+    assert m.corosync.qdevice.host == cfg.arbiter_ip
+    assert m.corosync.qdevice.algorithm == "ffsplit"
+    assert dict(m.corosync.qdevice.heuristics) == {"peer": HOLDS_PEER}
+    assert m.property("priority-fencing-delay") is None
+    # Fencing ends when the node is off; the alert powers it on again.
+    assert m.property("stonith-action") == "off"
+    assert [a.path for a in m.alerts] == [FENCE_RESTART]
+    assert m.property("no-quorum-policy") == "freeze"
     assert [r.agent for r in m.group(PEER_GROUP).members] == [
         "ocf:heartbeat:awsvip", "ocf:heartbeat:IPaddr2", "systemd:peer"]
     assert [r.agent for r in m.group(CTZ_GROUP).members] == [
         "ocf:heartbeat:awsvip", "ocf:heartbeat:IPaddr2", "systemd:ctz"]
     vips = {dict(r.params).get("secondary_private_ip") for g in m.groups for r in g.members}
     assert {cfg.peer_vip, cfg.citizen_vip} <= vips
+    # No sleep after each EC2 call: a takeover releases one VIP and takes another in series.
+    assert [dict(g.members[0].params)["api_delay"] for g in m.groups] == ["0", "0"]
     peer_monitor = next(o for o in m.group(PEER_GROUP).members[2].ops if o.name == "monitor")
-    assert int(peer_monitor.interval.rstrip("s")) <= 10  # the guide's 1 min is too slow
-    assert m.corosync.two_node and m.corosync.consensus_ms >= 1.2 * m.corosync.token_ms
+    assert int(peer_monitor.interval.rstrip("s")) <= 2  # the guide's 1 min is too slow
+    assert m.corosync.token_ms == cfg.corosync_token_ms
+    assert m.corosync.consensus_ms >= 1.2 * m.corosync.token_ms
+
+
+def test_without_the_arbiter_the_node_holding_peer_wins_the_fence_race():
+    cfg = dataclasses.replace(stack_model("testnet")[0], quorum_arbiter=False)
+    m = build_model(cfg)
+    assert m.corosync.two_node and m.corosync.qdevice is None
+    # Priority on Peer is what makes priority-fencing-delay favour the peer's node.
+    assert dict(m.group(PEER_GROUP).meta)["priority"] > "0"
+    assert m.property("priority-fencing-delay") == "15s"
+    assert parse_script(render_script(m, hacluster_secret_id="x")) == m
 
 
 def test_script_never_disables_stonith_and_never_forces_setup():
@@ -90,23 +116,29 @@ def test_parse_reads_what_pcs_will_run_not_comments():
     assert parse_script(tampered).property("stonith-enabled") == "false"
 
 
-def test_corosync_conf_from_pcs_has_two_links_and_two_node_quorum():
+def test_corosync_conf_from_pcs_has_two_links_and_the_stack_token():
     if shutil.which("pcs") is None:
         pytest.skip("pcs is not installed (apt-get install pcs)")
-    _, model = stack_model("testnet")
+    cfg, model = stack_model("testnet")
     conf = corosync_conf(model)
-    assert "transport: knet" in conf and "token: 10000" in conf and "consensus: 12000" in conf
+    token = cfg.corosync_token_ms
+    assert "transport: knet" in conf and f"token: {token}" in conf
+    assert f"consensus: {token * 12 // 10}" in conf
+    # As `pcs cluster setup` writes it; `pcs quorum device add` later replaces two_node.
     assert "two_node: 1" in conf and "wait_for_all: 1" in conf
     for n in model.nodes:
         assert f"ring0_addr: {n.heartbeat_ip}" in conf
         assert f"ring1_addr: {n.service_ip}" in conf
 
 
-def test_two_node_flag_must_match_node_count():
+def test_two_node_flag_must_match_node_count_and_quorum_device():
     _, model = stack_model("testnet")
-    broken = dataclasses.replace(model, nodes=model.nodes[:1])
-    with pytest.raises(ValueError, match="two_node"):
-        setup_command(broken)
+    for broken in (dataclasses.replace(model, corosync=dataclasses.replace(
+                       model.corosync, two_node=True)),
+                   dataclasses.replace(model, corosync=dataclasses.replace(
+                       model.corosync, qdevice=None))):
+        with pytest.raises(ValueError, match="two_node"):
+            setup_command(broken)
 
 
 # --- the script's own shell logic, with pcs replaced by a recorder --------------------------
@@ -118,7 +150,9 @@ def fake_pcs(tmp_path):
     bindir.mkdir()
     log = tmp_path / "pcs.log"
     for tool, body in {
-        "pcs": f'echo "$*" >> {log}\n[ "$1" = status ] && exit "${{PCS_STATUS_RC:-1}}"\nexit 0',
+        # `host auth` reads the password from stdin, as the real pcs does without -p.
+        "pcs": f'echo "$*" >> {log}\n[ "$1" = status ] && exit "${{PCS_STATUS_RC:-1}}"\n'
+               '[ "$1 $2" = "host auth" ] && cat >/dev/null\nexit 0',
         "prep-ha-secret": "echo not-a-real-password",
     }.items():
         path = bindir / tool
@@ -148,15 +182,20 @@ def test_setup_on_fresh_nodes_authenticates_and_sets_up_without_force(fake_pcs):
     assert calls[1].startswith("host auth prep-ha-testnet-1 addr=10.41.2.11")
     assert calls[2].startswith("cluster setup prep-ha-testnet prep-ha-testnet-1")
     assert "--force" not in " ".join(calls)
-    assert calls[-2:] == ["cluster start --all --wait=300", "cluster enable --all"]
+    assert calls[3:5] == ["cluster start --all --wait=300", "cluster enable --all"]
+    assert calls[5] == "host auth 10.41.4.10 -u hacluster"  # the password on stdin
+    assert calls[6] == ("quorum device add timeout=3000 model net host=10.41.4.10 "
+                        "algorithm=ffsplit heuristics mode=sync "
+                        "exec_peer=/usr/local/sbin/prep-ha-holds-peer")
 
 
 def test_setup_again_leaves_an_existing_cluster_alone(fake_pcs):
     tmp, run = fake_pcs
-    (tmp / "corosync.conf").write_text("totem {\n    cluster_name: prep-ha-testnet\n}\n")
+    (tmp / "corosync.conf").write_text("totem {\n    cluster_name: prep-ha-testnet\n}\n"
+                                       "quorum {\n    device {\n        model: net\n")
     proc, calls = run("setup", env={"PCS_STATUS_RC": "0"})
     assert proc.returncode == 0, proc.stderr
-    assert "already set up" in proc.stdout
+    assert "already set up" in proc.stdout and "quorum device already" in proc.stdout
     assert not any(c.startswith(("cluster setup", "host auth")) for c in calls)
 
 
@@ -175,3 +214,12 @@ def test_build_cib_names_the_missing_instance_id(fake_pcs):
     assert proc.returncode != 0
     assert "PREP_HA_INSTANCE_ID_1" in proc.stderr and "prep-ha-testnet-1" in proc.stderr
     assert calls == []
+
+
+def test_setup_adds_the_arbiter_to_a_cluster_set_up_without_one(fake_pcs):
+    tmp, run = fake_pcs
+    (tmp / "corosync.conf").write_text("totem {\n    cluster_name: prep-ha-testnet\n}\n")
+    proc, calls = run("setup", env={"PCS_STATUS_RC": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert not any(c.startswith("cluster setup") for c in calls)
+    assert calls[-1].startswith("quorum device add timeout=3000 model net host=10.41.4.10")

@@ -78,13 +78,26 @@ def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
     assert f"Online: [ {NODE1} {NODE2} ]" in text and "stonith:fence_aws" in text
 
 
-def test_nodes_run_the_corosync_conf_pcs_setup_wrote_through_pcsd(lab):
+def _section(conf: str, name: str) -> str:
+    """One top-level section of a corosync.conf (pcs writes them unindented)."""
+    return conf.split(f"\n{name} {{", 1)[1].split("\n}", 1)[0]
+
+
+def test_nodes_run_what_pcs_set_up_through_pcsd_and_the_arbiters_vote(lab):
     expected = corosync_conf(build_model(CFG))
     for spec in lab.nodes:
         conf = exec_in(spec, "cat", "/etc/corosync/corosync.conf")
-        assert [ln for ln in conf.splitlines() if "cluster_uuid" not in ln] == \
-            expected.splitlines()
+        for section in ("nodelist", "logging"):
+            assert _section(conf, section) == _section(expected, section)
+        assert [ln for ln in _section(conf, "totem").splitlines() if "cluster_uuid" not in ln] \
+            == _section(expected, "totem").splitlines()
+        quorum = _section(conf, "quorum")
+        assert "model: net" in quorum and f"host: {CFG.arbiter_ip}" in quorum
+        assert "algorithm: ffsplit" in quorum and "two_node" not in quorum
         assert exec_in(spec, "hostname").strip() == spec.name
+        # The arbiter's vote counts: three expected votes, quorate with all three.
+        votes = exec_in(spec, "corosync-quorumtool", "-s")
+        assert "Expected votes:   3" in votes and "Quorate:          Yes" in votes, votes
 
 
 def test_second_up_changes_nothing(lab):
@@ -179,9 +192,79 @@ def test_health_names_what_is_wrong_on_a_live_cluster(lab):
     lab.wait_healthy(300)
 
 
-@pytest.mark.parametrize("case", ["heartbeat", "service", "standby", "hang", "links"])
+# ---- the validator key and the cluster's credentials (issue 9)
+
+IMDS_TOKEN = ("curl", "-sf", "-m", "3", "-X", "PUT", "http://169.254.169.254/latest/api/token",
+              "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60")
+
+
+def test_imds_answers_root_only_and_containers_are_kept_off_cluster_ports(lab):
+    for spec in lab.nodes:
+        assert exec_proc(spec, *IMDS_TOKEN).stdout.strip(), "root gets an IMDS token"
+        as_nobody = exec_proc(spec, "runuser", "-u", "nobody", "--", *IMDS_TOKEN)
+        assert as_nobody.returncode != 0 and not as_nobody.stdout.strip()
+        # No Docker bridge exists in the lab (see the README's table): the rules are checked
+        # as installed, in the chain Docker evaluates first and never flushes.
+        rules = exec_in(spec, "iptables", "-S", "DOCKER-USER")
+        for bridge in ("docker0", "br-+"):
+            assert f"-A DOCKER-USER -i {bridge} -j PREP-HA-CONTAINERS" in rules
+        drops = exec_in(spec, "iptables", "-S", "PREP-HA-CONTAINERS")
+        assert "--dports 2224,3121,5403:5406 -j DROP" in drops
+
+
+def test_pcsd_listens_on_the_heartbeat_address_only(lab):
+    for spec, fixed in zip(lab.nodes, CFG.nodes, strict=True):
+        listening = exec_in(spec, "ss", "-Hltn", "sport = :2224").split()
+        assert [a for a in listening if a.endswith(":2224")] == [f"{fixed.heartbeat_ip}:2224"]
+
+
+def test_the_bootstrap_pins_each_nodes_host_key(lab):
+    from lab.client import SSH_UNREACHABLE, ssh
+    ready = {c.host: c for c in lab.deployment().commands if c.name.endswith("-ready")}
+    (host1, cmd1), (host2, cmd2) = sorted(ready.items(), key=lambda kv: kv[1].name)
+    assert cmd1.host_key and cmd2.host_key and cmd1.host_key != cmd2.host_key
+    assert ssh(lab.key, cmd1.user, host1, "true", host_key=cmd1.host_key).returncode == 0
+    # Node 2's key at node 1's address: refused, as pulumi-command refuses a stranger.
+    assert ssh(lab.key, cmd1.user, host1, "true",
+               host_key=cmd2.host_key).returncode == SSH_UNREACHABLE
+
+
+def test_the_key_lives_in_tmpfs_on_the_peer_node_only(lab):
+    peer = peer_node(lab)
+    other = next(s for s in lab.nodes if s.name != peer.name)
+    listing = exec_in(peer, "stat", "-c", "%a %U %n", "/run/prep-ha/peer",
+                      "/run/prep-ha/peer/keystore.json", "/run/prep-ha/peer/keysecret")
+    assert listing.split("\n")[:3] == ["700 root /run/prep-ha/peer",
+                                        "400 root /run/prep-ha/peer/keystore.json",
+                                        "400 root /run/prep-ha/peer/keysecret"]
+    assert exec_in(peer, "findmnt", "-no", "FSTYPE", "-T", "/run/prep-ha/peer").strip() == "tmpfs"
+    for spec in (peer, other):
+        assert exec_proc(spec, "test", "-e", "/app/icon/peer/config/keysecret").returncode != 0
+    assert exec_proc(other, "test", "-e", "/run/prep-ha/peer").returncode != 0
+
+
+def test_the_leak_scan_finds_a_planted_leak(lab):
+    from lab.leakscan import lab_secrets, scan_lab
+    password = lab_secrets(lab)["keystore password"]
+    spec = lab.nodes[1]
+    exec_in(spec, "sh", "-c", 'umask 077; printf %s "$P" > /var/tmp/planted', env={"P": password})
+    exec_in(spec, "systemd-run", "--unit", "planted", "-E", f"P={password}", "sleep", "600")
+    try:
+        hits = {(h.secret, h.category) for h in scan_lab(lab).hits}
+        assert ("keystore password", "root volume files") in hits
+        assert ("keystore password", "process argv and environment") in hits
+    finally:
+        exec_in(spec, "systemctl", "stop", "planted", check=False)
+        exec_in(spec, "rm", "-f", "/var/tmp/planted")
+    assert not scan_lab(lab).hits
+
+
+@pytest.mark.parametrize("case", ["heartbeat", "service", "standby", "hang", "links",
+                                  "split", "arbiter", "arbiter-split"])
 def test_drill(lab, case):
-    result = Drill(lab).cases()[case]()
+    drill = Drill(lab)
+    result = drill.cases()[case]()
+    drill.leak_scan(result, [])
     print(result.report())
     assert result.checks and result.passed, result.report()
 

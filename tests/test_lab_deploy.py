@@ -25,6 +25,7 @@ from tests.lab_fixtures import (
     LAB_KEYSTORE_PASSWORD,
     REGION,
     deploy_testnet,
+    key_files,
     moto_server,
     reset_moto,
     ssh_keypair,
@@ -60,9 +61,10 @@ def client(endpoint: str, service: str):
 def test_instances_run_in_moto_with_the_programs_user_data(endpoint, deployment):
     ec2 = client(endpoint, "ec2")
     run = deployment.run
-    assert [n.node for n in deployment.instances] == list(CFG.node_names)
-    for node, declared in zip(deployment.instances, sorted(run.of_type(INSTANCE),
-                                                           key=lambda r: r.name), strict=True):
+    assert [n.node for n in deployment.instances] == [*CFG.node_names, CFG.arbiter_name]
+    declared_nodes = sorted((r for r in run.of_type(INSTANCE) if r.name.startswith("nodes-")),
+                            key=lambda r: r.name)
+    for node, declared in zip(deployment.nodes, declared_nodes, strict=True):
         [inst] = ec2.describe_instances(InstanceIds=[node.instance_id])["Reservations"][0][
             "Instances"]
         assert inst["State"]["Name"] == "running"
@@ -82,8 +84,12 @@ def test_instances_run_in_moto_with_the_programs_user_data(endpoint, deployment)
         [volume] = node.data_volumes
         assert volume.device == "/dev/sdf"
         assert volume.volume_id in node.user_data
-        for arn in deployment.secrets.values():
-            assert arn in node.user_data
+        for name in (CFG.keystore_secret_name, CFG.keystore_password_secret_name,
+                     CFG.hacluster_secret_name):
+            assert deployment.secrets[name] in node.user_data
+        # Its host key by name, the other node's not at all.
+        assert [n for n in deployment.secrets if n.endswith("/ssh-host-key")
+                and n in node.user_data] == [f"{node.node}/ssh-host-key"]
         for value in (LAB_KEYSTORE_PASSWORD, *deployment.generated_passwords.values()):
             assert value not in node.user_data
         assert run.outputs["instanceIds"][node.node] == node.instance_id
@@ -91,7 +97,7 @@ def test_instances_run_in_moto_with_the_programs_user_data(endpoint, deployment)
 
 def test_the_lookup_finds_the_seeded_debian_ami(endpoint, deployment):
     ec2 = client(endpoint, "ec2")
-    image_ids = {n.image_id for n in deployment.instances}
+    image_ids = {n.image_id for n in deployment.nodes}
     [image] = ec2.describe_images(ImageIds=list(image_ids))["Images"]
     assert image["OwnerId"] == "136693071363"
     assert image["Name"].startswith("debian-12-amd64-")
@@ -101,7 +107,7 @@ def test_enis_devices_addresses_and_groups(endpoint, deployment):
     ec2 = client(endpoint, "ec2")
     subnets = {"service": CFG.service_subnet_cidr, "heartbeat": CFG.heartbeat_subnet_cidr,
                "management": CFG.management_subnet_cidr}
-    for index, (node, addresses) in enumerate(zip(deployment.instances, CFG.nodes,
+    for index, (node, addresses) in enumerate(zip(deployment.nodes, CFG.nodes,
                                                   strict=True)):
         vip = (CFG.peer_vip, CFG.citizen_vip)[index]
         assert [e.device_index for e in node.enis] == [0, 1, 2]
@@ -132,19 +138,35 @@ def test_security_group_rules_are_exactly_the_declared_ones(endpoint, deployment
     assert sorted(r["SecurityGroupRuleId"] for r in rules) == sorted(r.id for r in declared)
 
 
-def test_secrets_readable_by_arn(endpoint, deployment):
+def test_secrets_readable_by_arn(endpoint, deployment, ssh_key):
     sm = client(endpoint, "secretsmanager")
+    host_keys = {f"{n}/ssh-host-key" for n in CFG.node_names}
     assert set(deployment.secrets) == {CFG.keystore_secret_name,
                                        CFG.keystore_password_secret_name,
-                                       CFG.hacluster_secret_name}
+                                       CFG.hacluster_secret_name, *host_keys}
     values = {name: sm.get_secret_value(SecretId=arn)["SecretString"]
               for name, arn in deployment.secrets.items()}
+    # The key reached Secrets Manager through the keystore-put Command (put-keystore), not
+    # through the program: no SecretVersion of the program carries it.
     assert values[CFG.keystore_secret_name] == FAKE_KEYSTORE
     assert values[CFG.keystore_password_secret_name] == LAB_KEYSTORE_PASSWORD
+    assert deployment.secret_values == {k: v for k, v in values.items()
+                                        if k not in (CFG.keystore_secret_name,
+                                                     CFG.keystore_password_secret_name)}
     [password] = deployment.generated_passwords.values()
     assert values[CFG.hacluster_secret_name] == password
     assert len(password) == 32 and password.isalnum()
-    assert deployment.secret_values == values
+    # Each node its own host key, none of them the admin key.
+    keys = {values[k] for k in host_keys}
+    assert len(keys) == 2 and all("OPENSSH PRIVATE KEY" in k for k in keys)
+    assert ssh_key[0] not in keys
+    for secret in (CFG.keystore_secret_name, CFG.keystore_password_secret_name):
+        described = sm.describe_secret(SecretId=secret)
+        assert described["KmsKeyId"] == deployment.run.outputs.get(
+            "kmsKeyArn", described["KmsKeyId"]) and described["KmsKeyId"].startswith("arn:")
+        policy = json.loads(sm.get_resource_policy(SecretId=secret)["ResourcePolicy"])
+        assert {s["Sid"] for s in policy["Statement"]} == {"OnlyTheNodeRoleReads",
+                                                           "NodeRoleOnlyInsideTheVpc"}
 
 
 def test_elastic_ips_are_test_net_3_and_reach_the_management_enis(endpoint, deployment):
@@ -152,7 +174,7 @@ def test_elastic_ips_are_test_net_3_and_reach_the_management_enis(endpoint, depl
     addresses = ec2.describe_addresses()["Addresses"]
     assert len(addresses) == 4  # NAT, NLB, two management addresses
     assert all(ipaddress.ip_address(a["PublicIp"]) in TEST_NET_3 for a in addresses)
-    for node, fixed in zip(deployment.instances, CFG.nodes, strict=True):
+    for node, fixed in zip(deployment.nodes, CFG.nodes, strict=True):
         eip = node.management_eip
         assert eip is not None and ipaddress.ip_address(eip.public_ip) in TEST_NET_3
         assert eip.private_ip == fixed.management_ip and eip.eni_id == node.eni(2).eni_id
@@ -162,12 +184,12 @@ def test_elastic_ips_are_test_net_3_and_reach_the_management_enis(endpoint, depl
 
 def test_iam_role_profile_key_pair_and_load_balancer(endpoint, deployment, ssh_key):
     iam, ec2, elb = (client(endpoint, s) for s in ("iam", "ec2", "elbv2"))
-    arn = deployment.instances[0].instance_profile_arn
+    arn = deployment.nodes[0].instance_profile_arn
     profile = iam.get_instance_profile(InstanceProfileName=arn.rsplit("/", 1)[1])
     [role] = profile["InstanceProfile"]["Roles"]
     assert sorted(iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"]) == \
         sorted(r.outputs["name"] for r in deployment.run.of_type(
-            "aws:iam/rolePolicy:RolePolicy"))
+            "aws:iam/rolePolicy:RolePolicy") if not r.name.startswith("arbiter"))
     [pair] = ec2.describe_key_pairs(KeyNames=[f"{CFG.cluster_name}-admin"])["KeyPairs"]
     assert pair["KeyType"] == "ed25519"
     [lb] = elb.describe_load_balancers(LoadBalancerArns=[deployment.load_balancer["arn"]])[
@@ -179,7 +201,7 @@ def test_iam_role_profile_key_pair_and_load_balancer(endpoint, deployment, ssh_k
         group = listener["DefaultActions"][0]["TargetGroupArn"]
         targets = elb.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
         assert [t["Target"]["Id"] for t in targets] == [CFG.peer_vip]
-    key = deployment.run.of_type("tls:index/privateKey:PrivateKey")[0]
+    key = deployment.run.by_name("tls:index/privateKey:PrivateKey", "admin-ssh-key")
     assert key.outputs["privateKeyOpenssh"] == ssh_key[0]
     assert key.outputs["publicKeyFingerprintSha256"].startswith("SHA256:")
 
@@ -191,7 +213,7 @@ def test_commands_in_order_with_the_programs_script(deployment):
     waits = names[:2]
     assert all(not commands[w].depends_on for w in waits)
     assert {commands[w].host for w in waits} == {
-        n.management_eip.public_ip for n in deployment.instances}
+        n.management_eip.public_ip for n in deployment.nodes}
     assert names[2:4] == ["pacemaker-corosync-setup", "pacemaker-cib-push"]
     setup, push = commands["pacemaker-corosync-setup"], commands["pacemaker-cib-push"]
     assert set(setup.depends_on) == set(waits) and push.depends_on == [setup.name]
@@ -199,10 +221,10 @@ def test_commands_in_order_with_the_programs_script(deployment):
         assert commands[later].depends_on and all(
             names.index(d) >= names.index(push.name) for d in commands[later].depends_on)
     assert setup.stdin == push.stdin and parse_script(push.stdin) == build_model(CFG)
-    ids = [n.instance_id for n in deployment.instances]
+    ids = [n.instance_id for n in deployment.nodes]
     assert push.create == (f"sudo env PREP_HA_INSTANCE_ID_1={ids[0]} "
                            f"PREP_HA_INSTANCE_ID_2={ids[1]} bash -s push")
-    assert setup.host == push.host == deployment.instances[0].management_eip.public_ip
+    assert setup.host == push.host == deployment.nodes[0].management_eip.public_ip
     assert all(c.user == "admin" and c.private_key and "PRIVATE KEY" in c.private_key
                for c in deployment.commands)
 
@@ -246,6 +268,8 @@ def test_registration_respects_depends_on_and_references(deployment):
     for secret_version in deployment.run.of_type(
             "aws:secretsmanager/secretVersion:SecretVersion"):
         assert position[secret_version.key] < instance
+    [put] = deployment.run.of_type("command:local:Command")
+    assert position[put.key] < instance
 
 
 def test_json_round_trip_without_secret_values(deployment, ssh_key):
@@ -278,18 +302,20 @@ def test_command_line_writes_the_description(endpoint, tmp_path, ssh_key):
     key.write_text(ssh_key[0])
     key.chmod(0o600)
     (tmp_path / "admin.pub").write_text(ssh_key[1] + "\n")
-    (tmp_path / "keystore.json").write_text(FAKE_KEYSTORE)
-    (tmp_path / "password").write_text(LAB_KEYSTORE_PASSWORD + "\n")
+    keystore, password = key_files(tmp_path)
     out, values = tmp_path / "deployment.json", tmp_path / "secrets.json"
     subprocess.run([sys.executable, "-m", "lab.deploy", "testnet", "--endpoint", endpoint,
                     "--region", REGION, "--ssh-key", str(key), "--keystore",
-                    str(tmp_path / "keystore.json"), "--keystore-password-file",
-                    str(tmp_path / "password"), "--override", 'iconImageTag="v1.4.7"',
+                    str(keystore), "--keystore-password-file", str(password),
+                    "--override", 'iconImageTag="v1.4.7"',
                     "--out", str(out), "--secret-values", str(values)],
                    cwd=PROJECT_DIR, check=True, timeout=120)
     deployment = Deployment.from_json(out.read_text())
-    assert "icon2-node:v1.4.7" in deployment.instances[0].user_data
+    assert "icon2-node:v1.4.7" in deployment.nodes[0].user_data
     assert LAB_KEYSTORE_PASSWORD not in out.read_text()
     assert values.stat().st_mode & 0o777 == 0o600
     stored = json.loads(values.read_text())["secret_values"]
-    assert stored[CFG.keystore_password_secret_name] == LAB_KEYSTORE_PASSWORD
+    assert CFG.hacluster_secret_name in stored and CFG.keystore_secret_name not in stored
+    sm = client(endpoint, "secretsmanager")
+    assert sm.get_secret_value(SecretId=CFG.keystore_password_secret_name)[
+        "SecretString"] == LAB_KEYSTORE_PASSWORD

@@ -90,9 +90,10 @@ def built(tmp_path_factory):
 
 def test_user_data_packages_come_from_the_rendered_template():
     packages = user_data_packages()
-    template = yaml.safe_load((Path(__file__).parent.parent / "cloud-init/cloud-config.yaml")
-                              .read_text().replace("{{", "").replace("}}", ""))
-    assert packages == template["packages"]
+    templates = [yaml.safe_load((Path(__file__).parent.parent / "cloud-init" / name)
+                                .read_text().replace("{{", "").replace("}}", ""))
+                 for name in ("cloud-config.yaml", "arbiter-config.yaml")]
+    assert packages == sorted({p for t in templates for p in t["packages"]})
     assert {"pacemaker", "docker.io", "docker-compose"} <= set(packages)
 
 

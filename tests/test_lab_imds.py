@@ -50,7 +50,7 @@ def imds(deployment) -> Imds:
 @pytest.fixture(scope="module")
 def http(imds, deployment):
     """The IMDS over HTTP on loopback; `peer["ip"]` is the instance address callers have."""
-    peer = {"ip": deployment.instances[0].eni(0).primary_ip}
+    peer = {"ip": deployment.nodes[0].eni(0).primary_ip}
     server = serve(imds, ("127.0.0.1", 0), peer_ip=lambda _: peer["ip"])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -77,15 +77,15 @@ def ec2(endpoint: str):
 
 
 def test_token_flow(imds, deployment):
-    ip = deployment.instances[0].eni(1).primary_ip  # any address of the instance will do
+    ip = deployment.nodes[0].eni(1).primary_ip  # any address of the instance will do
     status, headers, body = imds.handle("PUT", "/latest/api/token", TTL, ip)
     assert status == 200 and headers["X-Aws-Ec2-Metadata-Token-Ttl-Seconds"] == "300"
     good = {"X-aws-ec2-metadata-token": body.decode()}
     path = "/latest/meta-data/instance-id"
-    assert imds.handle("GET", path, good, ip)[2] == deployment.instances[0].instance_id.encode()
+    assert imds.handle("GET", path, good, ip)[2] == deployment.nodes[0].instance_id.encode()
     assert imds.handle("GET", path, {}, ip)[0] == 401  # IMDSv1 is off
     assert imds.handle("GET", path, {"X-aws-ec2-metadata-token": "forged"}, ip)[0] == 401
-    other = deployment.instances[1].eni(0).primary_ip
+    other = deployment.nodes[1].eni(0).primary_ip
     assert imds.handle("GET", path, good, other)[0] == 401  # tokens are per instance
     for ttl in ("0", "21601", "-5", "soon"):
         assert imds.handle("PUT", "/latest/api/token",
@@ -113,7 +113,7 @@ def test_tokens_expire():
 
 
 def test_listings_like_ec2(imds, deployment):
-    node = deployment.instances[0]
+    node = deployment.nodes[0]
     ip = node.eni(0).primary_ip
     versions = get(imds, ip, "/").splitlines()
     assert {"2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23", "latest"} <= set(versions)
@@ -144,7 +144,7 @@ def test_listings_like_ec2(imds, deployment):
 
 
 def test_per_mac_data(imds, deployment):
-    node = deployment.instances[1]
+    node = deployment.nodes[1]
     ip = node.eni(2).primary_ip
     macs = "/latest/meta-data/network/interfaces/macs"
     for eni in node.enis:
@@ -169,7 +169,7 @@ def test_per_mac_data(imds, deployment):
 
 
 def test_vip_moves_like_ec2(endpoint, imds, deployment):
-    n1, n2 = deployment.instances
+    n1, n2 = deployment.nodes
     client = ec2(endpoint)
     local_ipv4s = "/latest/meta-data/network/interfaces/macs/{}/local-ipv4s"
 
@@ -208,7 +208,7 @@ def test_vip_moves_like_ec2(endpoint, imds, deployment):
 
 def test_instance_role_credentials(http, endpoint, deployment, monkeypatch):
     base, peer = http
-    node = deployment.instances[0]
+    node = deployment.nodes[0]
     peer["ip"] = node.eni(0).primary_ip
     fetcher = botocore.utils.InstanceMetadataFetcher(
         timeout=5, num_attempts=1, config={"ec2_metadata_service_endpoint": base})
@@ -281,7 +281,7 @@ def _debian_cloud_init() -> bool:
 @pytest.mark.skipif(not _debian_cloud_init(), reason="needs Debian's cloud-init package")
 def test_cloud_init_crawls_the_imds(http, deployment):
     base, peer = http
-    node = deployment.instances[0]  # holds the peer VIP on its primary ENI
+    node = deployment.nodes[0]  # holds the peer VIP on its primary ENI
     peer["ip"] = node.eni(0).primary_ip
     macs = {e.mac: f"ens{5 + e.device_index}" for e in node.enis}
     out = subprocess.run([DEBIAN_PYTHON, "-c", CLOUD_INIT_CRAWL, base, json.dumps(macs)],
@@ -316,13 +316,13 @@ def test_cloud_init_crawls_the_imds(http, deployment):
 
 
 def get_key(deployment) -> str:
-    key = deployment.run.of_type("tls:index/privateKey:PrivateKey")[0]
+    key = deployment.run.by_name("tls:index/privateKey:PrivateKey", "admin-ssh-key")
     return key.outputs["publicKeyOpenssh"].strip() + f" {CFG.cluster_name}-admin"
 
 
 def test_http_server_answers_curl_style_requests(http, deployment):
     base, peer = http
-    node = deployment.instances[1]
+    node = deployment.nodes[1]
     peer["ip"] = node.eni(0).primary_ip
     request = urllib.request.Request(f"{base}/latest/api/token", method="PUT", headers=TTL)
     with urllib.request.urlopen(request, timeout=5) as response:

@@ -22,6 +22,7 @@ import yaml
 
 from lab.standins.packages import VERSION, build_debs
 from prep_ha.userdata import NodeUserData, render_user_data
+from tests.test_userdata import sample
 
 STANDINS = Path(__file__).resolve().parent.parent / "lab" / "standins"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -37,15 +38,7 @@ needs_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is
 
 
 def node_user_data() -> NodeUserData:
-    return NodeUserData(
-        node_name="prep-ha-testnet-1", region="eu-central-1", icon_network="LisbonNet",
-        icon_image=IMAGE, data_volume_id="vol-0123456789abcdef0",
-        heartbeat_ip="10.41.2.11", heartbeat_cidr="10.41.2.0/24", management_ip="10.41.3.11",
-        management_cidr="10.41.3.0/24", citizen_vip="10.41.1.101",
-        p2p_advertise="203.0.113.9:7100",
-        keystore_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/keystore-Ab",
-        keystore_password_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/kp-Ab",
-        hacluster_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/hc-Ab")
+    return sample(icon_image=IMAGE)
 
 
 class Node:
@@ -67,7 +60,7 @@ class Node:
                   "/usr/lib/prep-ha-lab"):
             self.path(d).mkdir(parents=True)
         shutil.copy(FIXTURES / "fake_keystore.json", self.path("/run/prep-ha/peer/keystore.json"))
-        self.path("/run/prep-ha/peer/key.env").write_text(f"KEY_PASSWORD={PASSWORD}\n")
+        self.path("/run/prep-ha/peer/keysecret").write_text(PASSWORD)  # as prep-ha-secret --to
         self.path("/usr/lib/prep-ha-lab/icon_node.py").symlink_to(STANDINS / "icon_node.py")
         assert self.run("dockerd.py", "start").returncode == 0
 
@@ -169,15 +162,17 @@ def test_up_runs_the_role_in_the_foreground_with_exactly_the_compose_environment
         PYTHON.encode(), str(node.path("/usr/lib/prep-ha-lab/icon_node.py")).encode(), b"peer"]
     env = environ_of(pid)
     record = Path(env.pop("PREP_HA_LAB_CONTAINER"))
-    assert env == {"KEY_PASSWORD": PASSWORD, "SERVICE": "LisbonNet", "ROLE": "3",
-                   "KEY_STORE_FILENAME": "keystore.json", "GOLOOP_P2P": "203.0.113.9:7100",
-                   "GOLOOP_P2P_LISTEN": ":7100", "GOLOOP_RPC_ADDR": ":9000"}
+    assert env == {"SERVICE": "LisbonNet", "ROLE": "3",
+                   "GOLOOP_KEY_STORE": "/goloop/secret/keystore.json",
+                   "GOLOOP_KEY_SECRET": "/goloop/secret/keysecret",
+                   "GOLOOP_P2P": "203.0.113.9:7100", "GOLOOP_P2P_LISTEN": ":7100",
+                   "GOLOOP_RPC_ADDR": ":9000"}
     assert up.poll() is None  # foreground: `up` lives as long as the role process
     config = json.loads((record / "config.v2.json").read_text())
     assert config["Name"] == "/icon2-peer" and config["Config"]["Image"] == IMAGE
-    # Docker keeps the full environment, secrets included, in config.v2.json.
-    assert f"KEY_PASSWORD={PASSWORD}" in config["Config"]["Env"]
-    assert config["MountPoints"]["/goloop/config/keystore.json"]["RW"] is False
+    # Docker keeps the full environment in config.v2.json: it holds no secret.
+    assert not any(PASSWORD in e or e.startswith("KEY_PASSWORD") for e in config["Config"]["Env"])
+    assert config["MountPoints"]["/goloop/secret"]["RW"] is False
 
     up.send_signal(signal.SIGTERM)  # what systemd does to peer.service's main process
     assert up.wait(timeout=15) == 0
@@ -187,8 +182,42 @@ def test_up_runs_the_role_in_the_foreground_with_exactly_the_compose_environment
     assert "up icon2-peer:" in own and PASSWORD not in own  # compose never logs values
 
 
+def files_holding(root: Path, value: str) -> list[str]:
+    return sorted(str(f.relative_to(root)) for f in root.rglob("*")
+                  if f.is_file() and not f.is_symlink() and value.encode() in f.read_bytes())
+
+
 @needs_netns
-def test_peer_start_up_leaves_the_key_password_where_the_real_image_does(node):
+def test_peer_start_up_leaves_the_key_password_only_in_the_tmpfs_file(node):
+    up = node.start_up("peer")
+    node.http_get(up)
+    up.send_signal(signal.SIGTERM)
+    up.wait(timeout=15)
+    attached, own = node.output(up)
+    assert "[goloop] wallet hx" in attached  # the key was loaded, from the tmpfs
+    assert PASSWORD not in attached + own
+    assert files_holding(node.root, PASSWORD) == ["run/prep-ha/peer/keysecret"]
+    [layer] = node.path("/var/lib/docker/overlay2").glob("*/diff")
+    # ctx writes its configuration with KEY_PASSWORD's public default, not the key's.
+    assert "KEY_PASSWORD: \"password123!@#\"" in (layer / "goloop/configure.yml").read_text()
+    assert not node.path("/app/icon/peer/config/keysecret").exists()
+
+
+@needs_netns
+def test_the_stand_in_still_leaks_what_the_image_leaks_with_key_password_in_the_env(node):
+    """The old layout (KEY_PASSWORD from an env_file, keystore in /goloop/config): the stand-in
+    must leave the password where the real image does, or the lab's leak scan would prove
+    nothing."""
+    def old_layout(d: dict, s: dict) -> None:
+        s["env_file"] = ["/run/prep-ha/peer/key.env"]
+        s["environment"]["KEY_STORE_FILENAME"] = "keystore.json"
+        for key in ("GOLOOP_KEY_STORE", "GOLOOP_KEY_SECRET"):
+            del s["environment"][key]
+        s["volumes"] = [v for v in s["volumes"] if not v.endswith(":/goloop/secret:ro")] + [
+            "/run/prep-ha/peer/keystore.json:/goloop/config/keystore.json:ro"]
+
+    _edit(node, old_layout)
+    node.path("/run/prep-ha/peer/key.env").write_text(f"KEY_PASSWORD={PASSWORD}\n")
     up = node.start_up("peer")
     node.http_get(up)
     keysecret = node.path("/app/icon/peer/config/keysecret")  # data volume, not tmpfs
@@ -197,12 +226,24 @@ def test_peer_start_up_leaves_the_key_password_where_the_real_image_does(node):
     assert PASSWORD in (layer / "goloop/configure.yml").read_text()
     assert PASSWORD not in (layer / "goloop/.env").read_text()
     assert PASSWORD in node.path("/app/icon/peer/logs/booting.log").read_text()
-    # runc's mountpoint for the nested keystore bind mount: an empty file on the host.
-    assert node.path("/app/icon/peer/config/keystore.json").stat().st_size == 0
+    [record] = node.records()
+    assert f"KEY_PASSWORD={PASSWORD}" in json.loads(record.read_text())["Config"]["Env"]
     up.send_signal(signal.SIGTERM)
     up.wait(timeout=15)
     attached, _ = node.output(up)
     assert f"KEY_PASSWORD = '{PASSWORD}'" in attached  # the image logs it: journald has it
+
+
+@needs_netns
+def test_a_keystore_in_the_config_dir_stops_the_peer_on_the_read_only_secret(node):
+    """Why peer.service removes /app/icon/peer/config/keystore.json before a start: with it,
+    ctx writes KEY_PASSWORD's default over GOLOOP_KEY_SECRET, a read-only mount here."""
+    shutil.copy(FIXTURES / "fake_keystore.json", node.path("/app/icon/peer/config/keystore.json"))
+    up = node.start_up("peer")
+    assert up.wait(timeout=15) == 1
+    attached, _ = node.output(up)
+    assert "/goloop/secret/keysecret: read-only file system" in attached
+    assert node.path("/run/prep-ha/peer/keysecret").read_text() == PASSWORD
 
 
 @needs_netns
@@ -251,8 +292,8 @@ def test_up_replaces_the_leftover_of_a_fenced_node(node):
 
 @needs_netns
 @pytest.mark.parametrize("break_key, message", [
-    (lambda n: n.path("/run/prep-ha/peer/key.env").write_text("KEY_PASSWORD=\n"),
-     "KEY_PASSWORD is empty"),
+    (lambda n: n.path("/run/prep-ha/peer/keysecret").write_text(""), "password for"),
+    (lambda n: n.path("/run/prep-ha/peer/keystore.json").unlink(), "not found"),
     (lambda n: n.path("/run/prep-ha/peer/keystore.json").write_text('{"address": "0xab"}'),
      "does not start with 'hx'"),
     (lambda n: n.path("/run/prep-ha/peer/keystore.json").write_text("not json"),
@@ -340,8 +381,12 @@ def test_a_daemon_json_it_does_not_implement_stops_docker_service(node):
     assert result.returncode == 1 and "'log-driver'" in result.stderr
 
 
+def _with_env_file(node: Node) -> None:
+    _edit(node, lambda d, s: s.update(env_file=["/run/prep-ha/peer/key.env"]))
+
+
 def test_a_missing_env_file_fails_up_and_down(node):
-    node.path("/run/prep-ha/peer/key.env").unlink()
+    _with_env_file(node)
     for command in ("up", "down"):
         result = node.compose("peer", command)
         assert result.returncode == 1
@@ -349,12 +394,12 @@ def test_a_missing_env_file_fails_up_and_down(node):
 
 
 def test_a_missing_bind_source_is_refused_not_created(node):
-    keystore = node.path("/run/prep-ha/peer/keystore.json")
-    keystore.unlink()
+    secret_dir = node.path("/run/prep-ha/peer")  # peer.service not running: no RuntimeDirectory
+    shutil.rmtree(secret_dir)
     result = node.compose("peer", "up")
     assert result.returncode == 1
-    assert "bind source" in result.stderr and str(keystore) in result.stderr
-    assert not keystore.exists() and node.records() == []
+    assert "bind source" in result.stderr and str(secret_dir) in result.stderr
+    assert not secret_dir.exists() and node.records() == []
 
 
 @pytest.mark.parametrize("line", [
@@ -362,6 +407,7 @@ def test_a_missing_bind_source_is_refused_not_created(node):
     "KEY_PASSWORD=pass #word", "KEY_PASSWORD= padded", "KEY_PASSWORD=tab\tend ",
 ])
 def test_env_file_values_docker_compose_would_alter_are_refused(node, line):
+    _with_env_file(node)
     node.path("/run/prep-ha/peer/key.env").write_text(line + "\n")
     result = node.compose("peer", "up")
     assert result.returncode == 1 and "the value of KEY_PASSWORD" in result.stderr
@@ -369,6 +415,7 @@ def test_env_file_values_docker_compose_would_alter_are_refused(node, line):
 
 
 def test_env_file_lines_that_are_not_key_value_are_refused(node):
+    _with_env_file(node)
     node.path("/run/prep-ha/peer/key.env").write_text("# comment\n\nexport KEY_PASSWORD=x\n")
     result = node.compose("peer", "up")
     assert result.returncode == 1 and "line 3: not a KEY=VALUE line" in result.stderr

@@ -38,6 +38,8 @@ from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY, deser
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policies.prep_ha_policies import POLICIES
+from policies.prep_ha_policies.argv import argv_findings
+from policies.prep_ha_policies.keystore import policy_gaps
 from policies.prep_ha_policies.rules import ingress_rules
 from policies.prep_ha_policies.secrets import secret_findings
 from prep_ha.userdata import decode_user_data, encode_user_data
@@ -167,11 +169,16 @@ def instances(resources: list[CapturedResource]) -> list[CapturedResource]:
     return [r for r in resources if r.type == INSTANCE]
 
 
+def nodes(resources: list[CapturedResource]) -> list[CapturedResource]:
+    """The cluster nodes' instances (not the quorum arbiter)."""
+    return [r for r in instances(resources) if "prep-ha:node" in r.inputs["tags"]]
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_program_passes_every_policy(stack: str) -> None:
     resources = program(stack)
-    # Not vacuous: what the policies judge is really there.
-    assert len(instances(resources)) == 2
+    # Not vacuous: what the policies judge is really there (two nodes and the arbiter).
+    assert len(instances(resources)) == 3
     assert "pcs cluster setup" in cib_push(resources).inputs["stdin"]
     assert ingress(resources, 2224) and ingress(resources, 22)
     assert any(r.type == "aws:secretsmanager/secretVersion:SecretVersion" for r in resources)
@@ -239,13 +246,13 @@ def _no_start(resources: list[CapturedResource], stack: str) -> None:
 
 
 def _third_instance(resources: list[CapturedResource], stack: str) -> None:
-    node = instances(resources)[0]
+    node = nodes(resources)[0]
     resources.append(dataclasses.replace(node, name="nodes-3-instance", id="i-3",
                                          inputs=copy.deepcopy(node.inputs)))
 
 
 def _enable_peer(resources: list[CapturedResource], stack: str) -> None:
-    for node in instances(resources):
+    for node in nodes(resources):
         _edit_user_data(node, lambda ud: ud.replace(
             "runcmd:\n", "runcmd:\n- - systemctl\n  - enable\n  - --now\n  - peer.service\n", 1))
 
@@ -258,14 +265,59 @@ def _autostart_unit(resources: list[CapturedResource], stack: str) -> None:
         return (ud[:at + len(marker)] + f"{indent}[Install]\n"
                 f"{indent}WantedBy=multi-user.target\n" + ud[at + len(marker):])
 
-    for node in instances(resources):
+    for node in nodes(resources):
         _edit_user_data(node, install)
 
 
 def _password_in_tag(resources: list[CapturedResource], stack: str) -> None:
-    secret = one(resources, lambda r: r.name == "secrets-keystore-password"
+    secret = one(resources, lambda r: r.name == "secrets-hacluster-password"
                  and r.type.endswith("SecretVersion"))
     instances(resources)[0].inputs["tags"]["Note"] = secret.inputs["secretString"]
+
+
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
+
+
+def keystore_secret(resources: list[CapturedResource]) -> CapturedResource:
+    return one(resources, lambda r: r.type == SECRET and r.inputs["name"].endswith("/keystore"))
+
+
+def _keystore_through_pulumi(resources: list[CapturedResource], stack: str) -> None:
+    """What the program did before: a SecretVersion with the keystore, i.e. in the state."""
+    version = one(resources, lambda r: r.type.endswith("SecretVersion"))
+    resources.append(dataclasses.replace(
+        version, name="secrets-keystore", id="v-keystore",
+        inputs={"secretId": keystore_secret(resources).id, "secretString": FAKE_KEYSTORE}))
+
+
+def _keystore_policy(edit: Callable[[list], list | None]) -> Mutation:
+    def mutate(resources: list[CapturedResource], stack: str) -> None:
+        arn = keystore_secret(resources).id
+        policy = one(resources, lambda r: r.type == SECRET_POLICY
+                     and r.inputs["secretArn"] == arn)
+        doc = json.loads(policy.inputs["policy"])
+        statements = edit(doc["Statement"])
+        if statements is None:
+            resources.remove(policy)
+        else:
+            policy.inputs["policy"] = json.dumps({**doc, "Statement": statements})
+    return mutate
+
+
+def _without(sid: str) -> Callable[[list], list]:
+    return lambda statements: [s for s in statements if s["Sid"] != sid]
+
+
+def _aws_managed_key(resources: list[CapturedResource], stack: str) -> None:
+    keystore_secret(resources).inputs.pop("kmsKeyId")
+
+
+def _pcsd_from_admins(resources: list[CapturedResource], stack: str) -> None:
+    """The management group's rule this issue removed: pcsd from the admin networks."""
+    rule = ingress(resources, 22)
+    resources.append(dataclasses.replace(rule, name="pcsd-admin", inputs={
+        **rule.inputs, "fromPort": 2224, "toPort": 2224, "description": "pcsd from admins"}))
 
 
 MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
@@ -307,6 +359,39 @@ MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
                              "does not allow ec2:StartInstances"),
     "stop-protected": (_set(_is(INSTANCE), disableApiStop=True), "stonith-fence-permissions",
                        "disableApiStop"),
+    "no-split-rule": (_replace_stdin("  pcs quorum device add", "  : pcs quorum device add"),
+                      "quorum-split-rule", "no fence race favouring Peer"),
+    "host-map-one-instance": (
+        _replace_stdin("prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_2}",
+                       "prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_1}"),
+        "stonith-host-map-distinct", "to one instance"),
+    "token-too-short": (_replace_stdin("token=2000 consensus=2400", "token=500 consensus=600"),
+                        "quorum-token-bounds", "corosync token 500 ms"),
+    "keystore-through-pulumi": (_keystore_through_pulumi, "secrets-keystore-out-of-state",
+                                "Pulumi would keep the validator key in its state"),
+    "keystore-aws-managed-key": (_aws_managed_key, "secrets-keystore-guarded",
+                                 "AWS-managed key"),
+    "keystore-without-resource-policy": (_keystore_policy(lambda s: None),
+                                         "secrets-keystore-guarded", "no resource policy"),
+    "keystore-readable-by-anyone-allowed": (
+        _keystore_policy(_without("OnlyTheNodeRoleReads")), "secrets-keystore-guarded",
+        "every principal but the node role"),
+    "keystore-readable-from-anywhere": (
+        _keystore_policy(_without("NodeRoleOnlyInsideTheVpc")), "secrets-keystore-guarded",
+        "from outside the VPC"),
+    "imds-two-hops": (_set(_is(INSTANCE), metadataOptions={"httpTokens": "required",
+                                                          "httpPutResponseHopLimit": 2}),
+                      "exposure-imds-hop-limit", "httpPutResponseHopLimit is 2"),
+    "imds-hop-limit-unset": (_set(_is(INSTANCE), metadataOptions={"httpTokens": "required"}),
+                             "exposure-imds-hop-limit", "httpPutResponseHopLimit is unset"),
+    "pcsd-from-admins": (_pcsd_from_admins, "exposure-cluster-ports-hosts-only",
+                         "pcsd (TCP 2224) is admitted from"),
+    "pcs-password-on-argv": (
+        _replace_stdin("    pcsd_auth prep-ha-STACK-1",
+                       '    pcs host auth prep-ha-STACK-1 addr=10.0.0.1 -u hacluster \\\n'
+                       '      -p "$(/usr/local/sbin/prep-ha-secret STACK/hacluster-password)"'
+                       "\n    : pcsd_auth prep-ha-STACK-1"),
+        "secrets-not-on-argv", "puts the hacluster password"),
 }
 
 
@@ -489,6 +574,84 @@ def test_rules_read_floats_as_the_engine_sends_them() -> None:
     assert rule.reaches("tcp", 22, 22) and not rule.reaches("udp", 22, 22)
 
 
+# --- the validator key, IMDS and argv, on hand-made resources ------------------------------
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("printf '%s\\n' \"$pw\" | pcs host auth n1 addr=10.0.0.1 -u hacluster", False),
+    ("pcs host auth n1 -u hacluster -p \"$(prep-ha-secret id)\"", True),
+    ("pcs host auth n1 -u hacluster \\\n  -p \"$(prep-ha-secret id)\"", True),  # continued
+    ("pcs cluster auth n1 --password=s3cret", True),
+    ("pcs resource create peer-service systemd:peer op monitor -p", False),  # not auth
+    ("aws secretsmanager put-secret-value --secret-id k --secret-string \"$v\"", True),
+    ("aws secretsmanager put-secret-value --secret-id k --secret-string file:///dev/stdin",
+     True),
+    ("docker run -e KEY_PASSWORD=x iconloop/icon2-node", True),
+    ("docker-compose -p peer -f /etc/prep-ha/peer.yml up", False),
+])
+def test_secrets_on_a_command_line(text: str, found: bool) -> None:
+    assert bool(argv_findings(text)) is found
+    command = res(COMMAND, create=text)
+    result = evaluate([command], policies=only("secrets-not-on-argv"))
+    assert bool(result["secrets-not-on-argv"]) is found
+
+
+GUARD = [
+    {"Effect": "Deny", "Principal": "*", "Action": "secretsmanager:GetSecretValue",
+     "Resource": "*", "Condition": {"StringNotEquals": {"aws:PrincipalArn": "arn:role"}}},
+    {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": ["secretsmanager:*"],
+     "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalArn": "arn:role"},
+                                    "StringNotEquals": {"aws:SourceVpce": "vpce-1"}}},
+]
+
+
+@pytest.mark.parametrize(("statements", "gaps"), [
+    (GUARD, 0),
+    (GUARD[:1], 1),
+    (GUARD[1:], 1),
+    ([], 2),
+    # An Allow with the same conditions guards nothing.
+    ([{**s, "Effect": "Allow"} for s in GUARD], 2),
+    # A Deny aimed at one principal only leaves everyone else in.
+    ([{**GUARD[0], "Principal": {"AWS": "arn:other"}}, GUARD[1]], 1),
+])
+def test_keystore_resource_policy_gaps(statements: list, gaps: int) -> None:
+    assert len(policy_gaps(json.dumps({"Statement": statements}))) == gaps
+
+
+def test_a_keystore_in_any_secret_version_is_caught_by_its_value() -> None:
+    version = res("aws:secretsmanager/secretVersion:SecretVersion", secretId="arn:other",
+                  secretString=Secret(FAKE_KEYSTORE))
+    found = evaluate([version], policies=only("secrets-keystore-out-of-state"))
+    assert "stores a JSON keystore" in messages(found, "secrets-keystore-out-of-state")[0]
+    hacluster = res("aws:secretsmanager/secretVersion:SecretVersion", secretId="arn:other",
+                    secretString=Secret("not-a-keystore-password"))
+    assert evaluate([hacluster], policies=only("secrets-keystore-out-of-state")) == {
+        "secrets-keystore-out-of-state": []}
+
+
+@pytest.mark.parametrize(("hops", "ok"), [(1, True), (1.0, True), (2, False), (None, False)])
+def test_imds_hop_limit_on_launch_templates(hops: Any, ok: bool) -> None:
+    options = {"httpTokens": "required", **({} if hops is None else
+                                             {"httpPutResponseHopLimit": hops})}
+    lt = res("aws:ec2/launchTemplate:LaunchTemplate", metadataOptions=options)
+    found = evaluate([lt], policies=only("exposure-imds-hop-limit"))
+    assert (found["exposure-imds-hop-limit"] == []) is ok
+
+
+@pytest.mark.parametrize(("rule", "ok"), [
+    ({"ipProtocol": "tcp", "fromPort": 2224, "toPort": 2224, "cidrIpv4": "10.41.2.12/32"}, True),
+    ({"ipProtocol": "tcp", "fromPort": 2224, "toPort": 2224, "cidrIpv4": "10.41.2.12/31"}, False),
+    ({"ipProtocol": "tcp", "fromPort": 5403, "toPort": 5403, "cidrIpv4": "10.41.1.0/24"}, False),
+    ({"ipProtocol": "udp", "fromPort": 5404, "toPort": 5406, "cidrIpv6": "2001:db8::1/128"},
+     True),
+    ({"ipProtocol": "-1", "cidrIpv4": "203.0.113.0/28"}, False),  # every port, pcsd included
+    ({"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "203.0.113.0/28"}, True),
+])
+def test_cluster_ports_only_from_single_hosts(rule: dict, ok: bool) -> None:
+    found = evaluate([res(INGRESS, **rule)], policies=only("exposure-cluster-ports-hosts-only"))
+    assert (found["exposure-cluster-ports-hosts-only"] == []) is ok
+
+
 # --- enforcement and the pack itself -----------------------------------------------------
 
 def _levels(stack: str) -> dict[str, str]:
@@ -519,3 +682,20 @@ def test_pack_entry_point_registers_every_policy(monkeypatch: pytest.MonkeyPatch
     assert pack["enforcement_level"] is EnforcementLevel.MANDATORY
     assert [p.name for p in pack["policies"]] == [p.name for p in POLICIES]
     assert len({p.name for p in POLICIES}) == len(POLICIES)
+
+
+def test_mainnet_token_floor_is_higher_than_testnets() -> None:
+    for stack, expected in (("mainnet", {"quorum-token-bounds"}), ("testnet", set())):
+        resources = program(stack)
+        _replace_stdin("token=2000 consensus=2400", "token=1500 consensus=1800")(resources, stack)
+        assert failing(judge(stack, resources)) == expected
+
+
+def test_a_fence_race_favouring_peer_is_a_split_rule_too() -> None:
+    resources = program("testnet")
+    push = cib_push(resources)
+    script = push.inputs["stdin"].replace("  pcs quorum device add", "  : pcs quorum device add")
+    script = script.replace("stonith-action=off ", "stonith-action=off priority-fencing-delay=15s ")
+    push.inputs["stdin"] = script
+    found = judge("testnet", resources)
+    assert "quorum-split-rule" not in failing(found)

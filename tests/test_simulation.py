@@ -53,7 +53,7 @@ def test_node1_fails_is_fenced_before_peer_moves(sim):
     fence = t.index("fence", sim.node1)
     for rsc in members(sim.model, PEER_GROUP):
         assert t.index("start", rsc, sim.node2) > fence
-        assert t.depends_on(f"{rsc}_start_0", fence_key(sim.node1))
+        assert t.depends_on(f"{rsc}_start_0", fence_key(sim.model, sim.node1))
         # The citizen releases the shared chain volume before the peer starts there.
         assert t.depends_on(f"{rsc}_start_0", "ctz-service_stop_0")
     assert where(sim, t, PEER_GROUP) == {sim.node2}
@@ -157,4 +157,28 @@ def test_health_fails_naming_a_failed_action(sim):
     first = peer_monitor_failures(sim, 1)[-1]
     result = health(sim, first.output_cib)
     assert result.returncode == 1
-    assert "failed action: peer-service_monitor_10000" in result.stderr
+    assert "failed action: peer-service_monitor_2000" in result.stderr
+
+
+def test_split_side_without_the_arbiters_vote_neither_fences_nor_starts_peer(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1, quorum=False)
+    assert t.fenced() == []
+    assert sim.node2 not in where(sim, t, PEER_GROUP)  # still node 1's, as far as it knows
+    assert not any(s.kind == "start" and s.node == sim.node2 for s in t.steps)
+    # Stops still run without quorum: node 2 releases its citizen, as the order asks
+    # before Peer could ever start there (it never does).
+    assert sim.node2 not in where(sim, t, CTZ_GROUP)
+
+
+def test_split_side_with_the_arbiters_vote_fences_the_standby_off_and_keeps_peer(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node2)
+    assert t.fenced() == [sim.node2]
+    assert [s.fence_action for s in t.steps if s.kind == "fence"] == ["off"]
+    assert where(sim, t, PEER_GROUP) == {sim.node1}
+    assert not any(s.target.startswith("peer") for s in t.steps if s.kind in ("stop", "start"))
+
+
+def test_arbiter_lost_then_split_keeps_peer_where_it_runs_and_fences_nobody(sim):
+    t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node2, quorum=False)
+    assert t.fenced() == []
+    assert where(sim, t, PEER_GROUP) == {sim.node1}

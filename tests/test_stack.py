@@ -34,6 +34,10 @@ EIP = "aws:ec2/eip:Eip"
 SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
+KMS_KEY = "aws:kms/key:Key"
+ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+LOCAL_COMMAND = "command:local:Command"
 CLUSTER_INTERNAL = (("udp", 5404, 5406), ("tcp", 2224, 2224), ("tcp", 22, 22))
 WORLD = ("0.0.0.0/0", "::/0")
 
@@ -56,6 +60,12 @@ def stack_of(run: ProgramRun) -> str:
     return "mainnet" if run.outputs["peerVip"].startswith("10.40.") else "testnet"
 
 
+def nodes_of(run: ProgramRun) -> list:
+    """The two cluster nodes' instances (the arbiter is an instance too)."""
+    return sorted((r for r in run.of_type(INSTANCE) if "prep-ha:node" in r.inputs["tags"]),
+                  key=lambda r: r.name)
+
+
 def one(run: ProgramRun, type_token: str, name: str):
     return next(r for r in run.of_type(type_token) if r.name == name)
 
@@ -67,15 +77,19 @@ def test_resource_counts(run):
         "aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup",
         "aws:lb/listener:Listener", SECRET, SECRET_VERSION, "aws:ec2/keyPair:KeyPair",
         "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile", ROLE_POLICY,
-        "aws:ec2/natGateway:NatGateway", SG, EIP)}
+        "aws:ec2/natGateway:NatGateway", SG, EIP, KMS_KEY, SECRET_POLICY, ENDPOINT,
+        LOCAL_COMMAND)}
     assert counts == {
-        INSTANCE: 2, ENI: 6, ENI_ATTACHMENT: 4, SUBNET: 4,
+        INSTANCE: 3, ENI: 6, ENI_ATTACHMENT: 4, SUBNET: 5,
         "aws:ec2/placementGroup:PlacementGroup": 1, "aws:ebs/volume:Volume": 2,
         "aws:ec2/volumeAttachment:VolumeAttachment": 2, "aws:lb/loadBalancer:LoadBalancer": 1,
-        "aws:lb/targetGroup:TargetGroup": 2, "aws:lb/listener:Listener": 2, SECRET: 3,
-        SECRET_VERSION: 3, "aws:ec2/keyPair:KeyPair": 1, "aws:iam/role:Role": 1,
-        "aws:iam/instanceProfile:InstanceProfile": 1, ROLE_POLICY: 2,
-        "aws:ec2/natGateway:NatGateway": 1, SG: 3,
+        # keystore, its password, hacluster, and the two nodes' SSH host keys; values only
+        # for the last three (put-keystore stores the key), each secret with a policy.
+        "aws:lb/targetGroup:TargetGroup": 2, "aws:lb/listener:Listener": 2, SECRET: 5,
+        SECRET_VERSION: 3, SECRET_POLICY: 5, KMS_KEY: 1, LOCAL_COMMAND: 1,
+        "aws:ec2/keyPair:KeyPair": 1, "aws:iam/role:Role": 2,
+        "aws:iam/instanceProfile:InstanceProfile": 2, ROLE_POLICY: 3,
+        "aws:ec2/natGateway:NatGateway": 1, SG: 5, ENDPOINT: 1,
         # NAT, NLB and the two management addresses (managementAccess public).
         EIP: 4,
     }
@@ -87,6 +101,7 @@ def test_subnets_in_one_az_with_configured_cidrs(run):
     assert {k: v["cidrBlock"] for k, v in subnets.items()} == {
         "public": cfg.public_subnet_cidr, "service": cfg.service_subnet_cidr,
         "heartbeat": cfg.heartbeat_subnet_cidr, "management": cfg.management_subnet_cidr,
+        "arbiter-subnet": cfg.arbiter_subnet_cidr,
     }
     assert {v["availabilityZone"] for v in subnets.values()} == {cfg.availability_zone}
     assert not any(v.get("mapPublicIpOnLaunch") for v in subnets.values())
@@ -129,7 +144,7 @@ def test_existing_vpc_uses_its_internet_gateway():
 
 def test_enis_device_indexes_subnets_and_fixed_addresses(run):
     cfg = cfg_of(stack_of(run))
-    instances = sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+    instances = nodes_of(run)
     vips = (cfg.peer_vip, cfg.citizen_vip)
     for index, (instance, addresses) in enumerate(zip(instances, cfg.nodes, strict=True)):
         # Device 0 is the service ENI: awsvip moves the VIP to the primary MAC's ENI.
@@ -154,7 +169,7 @@ def test_instances(run):
     cfg = cfg_of(stack)
     placement = run.of_type("aws:ec2/placementGroup:PlacementGroup")[0]
     assert placement.inputs["strategy"] == "spread"
-    instances = sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+    instances = nodes_of(run)
     for index, instance in enumerate(instances):
         i = instance.inputs
         assert i["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
@@ -190,7 +205,7 @@ def test_data_volumes_encrypted_and_attached_as_sdf(run):
         assert volume.inputs["availabilityZone"] == cfg.availability_zone
     attachments = run.of_type("aws:ec2/volumeAttachment:VolumeAttachment")
     assert {a.inputs["volumeId"] for a in attachments} == {v.id for v in volumes}
-    assert {a.inputs["instanceId"] for a in attachments} == {i.id for i in run.of_type(INSTANCE)}
+    assert {a.inputs["instanceId"] for a in attachments} == {i.id for i in nodes_of(run)}
     assert {a.inputs["deviceName"] for a in attachments} == {"/dev/sdf"}
 
 
@@ -230,13 +245,25 @@ def test_security_group_rules(run):
         hosts(n.heartbeat_ip for n in cfg.nodes)
     assert all(r["cidrIpv4"] in hosts(n.heartbeat_ip for n in cfg.nodes) for r in heartbeat)
 
+    # SSH only: admins run pcs on a node, pcsd never faces the admin networks.
     management = _rules(run, "network-management-sg")
-    assert sorted(r["cidrIpv4"] for r in management if r["fromPort"] == 22) == \
-        sorted(cfg.admin_cidrs)
-    assert sorted(r["cidrIpv4"] for r in management if r["fromPort"] == 2224) == sorted(
-        [*cfg.admin_cidrs, *hosts(n.management_ip for n in cfg.nodes),
-         *hosts(n.heartbeat_ip for n in cfg.nodes)])
+    assert sorted((r["fromPort"], r["cidrIpv4"]) for r in management) == \
+        sorted((22, c) for c in cfg.admin_cidrs)
     assert {r["ipProtocol"] for r in management} == {"tcp"}
+    assert sorted((r["fromPort"], r["cidrIpv4"]) for r in heartbeat if r["ipProtocol"] == "tcp") \
+        == [(2224, h) for h in hosts(n.heartbeat_ip for n in cfg.nodes)]
+
+    endpoint = _rules(run, "network-secrets-endpoint-sg")
+    assert [(r["fromPort"], r["cidrIpv4"]) for r in endpoint] == [(443, cfg.vpc_cidr)]
+
+
+def test_secrets_manager_is_reached_inside_the_vpc(run):
+    cfg = cfg_of(stack_of(run))
+    [endpoint] = run.of_type(ENDPOINT)
+    assert endpoint.inputs["serviceName"] == f"com.amazonaws.{cfg.region}.secretsmanager"
+    assert endpoint.inputs["vpcEndpointType"] == "Interface"
+    assert endpoint.inputs["privateDnsEnabled"] is True  # the nodes' SDK calls go through it
+    assert run.by_id(endpoint.inputs["subnetIds"][0]).name == "network-service"
 
 
 def test_nlb_targets_the_peer_vip(run):
@@ -279,9 +306,13 @@ def test_iam_exactly_what_the_agents_need(run):
                 "StringEquals": {"aws:ResourceTag/prep-ha:cluster": cfg.cluster_name}}
         else:
             assert "Condition" not in statement
-    [read] = policies["node-iam-read-secrets"]["Statement"]
+    read, decrypt = policies["secrets-node-read"]["Statement"]
     assert read["Action"] == ["secretsmanager:GetSecretValue"]
     assert sorted(read["Resource"]) == sorted(s.id for s in run.of_type(SECRET))
+    [key] = run.of_type(KMS_KEY)
+    assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Resource"] == [key.outputs["arn"]]
+    assert decrypt["Condition"] == {"StringEquals": {
+        "kms:ViaService": f"secretsmanager.{cfg.region}.amazonaws.com"}}
     role = run.of_type("aws:iam/role:Role")[0]
     trust = json.loads(role.inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -289,17 +320,48 @@ def test_iam_exactly_what_the_agents_need(run):
 
 def test_secrets_are_secret(run):
     cfg = cfg_of(stack_of(run))
+    host_keys = [f"{n}/ssh-host-key" for n in cfg.node_names]
     assert sorted(s.inputs["name"] for s in run.of_type(SECRET)) == sorted([
-        cfg.keystore_secret_name, cfg.keystore_password_secret_name, cfg.hacluster_secret_name])
+        cfg.keystore_secret_name, cfg.keystore_password_secret_name, cfg.hacluster_secret_name,
+        *host_keys])
     values = {}
     for version in run.of_type(SECRET_VERSION):
         assert version.is_secret("secretString"), version.name
         values[run.by_id(version.inputs["secretId"]).inputs["name"]] = \
             version.inputs["secretString"]
-    assert values[cfg.keystore_secret_name] == FAKE_KEYSTORE
-    assert values[cfg.keystore_password_secret_name] == FAKE_KEYSTORE_PASSWORD
+    # The validator key never passes through Pulumi: no version, so not in the state.
+    assert sorted(values) == sorted([cfg.hacluster_secret_name, *host_keys])
     password = run.of_type("random:index/randomPassword:RandomPassword")[0]
     assert password.inputs["special"] is False
+
+
+def test_the_validator_key_is_guarded_and_stored_before_the_nodes_boot(run):
+    cfg = cfg_of(stack_of(run))
+    [key] = run.of_type(KMS_KEY)
+    assert key.inputs["enableKeyRotation"] is True
+    role = one(run, "aws:iam/role:Role", "node-iam-role")
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    assert statements["NodeRoleDecryptsViaSecretsManager"]["Principal"] == {"AWS": role.outputs[
+        "arn"]}
+    by_name = {s.inputs["name"]: s for s in run.of_type(SECRET)}
+    policies = {p.inputs["secretArn"]: json.loads(p.inputs["policy"])
+                for p in run.of_type(SECRET_POLICY)}
+    vpc = run.of_type("aws:ec2/vpc:Vpc")[0].id
+    for name, secret in by_name.items():
+        sids = {s["Sid"]: s for s in policies[secret.id]["Statement"]}
+        inside = sids["NodeRoleOnlyInsideTheVpc"]["Condition"]
+        assert inside == {"StringEquals": {"aws:PrincipalArn": role.outputs["arn"]},
+                          "StringNotEquals": {"aws:SourceVpc": vpc}}
+        if name in (cfg.keystore_secret_name, cfg.keystore_password_secret_name):
+            assert secret.inputs["kmsKeyId"] == key.outputs["arn"]
+            assert "OnlyTheNodeRoleReads" in sids
+        else:  # Pulumi reads back what it writes; the arbiter reads the hacluster password
+            assert "OnlyTheNodeRoleReads" not in sids
+    [put] = run.of_type(LOCAL_COMMAND)
+    assert put.inputs["create"] == f"python3 -m prep_ha put-keystore --stack {cfg.stack} " \
+        "--if-unset"
+    order = [r.key for r in run.resources]
+    assert all(order.index(put.key) < order.index(n.key) for n in nodes_of(run))
 
 
 def test_no_secret_value_outside_secret_inputs(run):
@@ -312,11 +374,13 @@ def test_no_secret_value_outside_secret_inputs(run):
 
 
 def test_user_data_references_secrets_by_arn_only(run):
-    arns = {s.id for s in run.of_type(SECRET)}
-    for instance in run.of_type(INSTANCE):
+    arns = {s.id for s in run.of_type(SECRET) if "/ssh-host-key" not in s.inputs["name"]}
+    for instance in nodes_of(run):
         user_data = decode_user_data(instance.inputs["userDataBase64"])
         assert not instance.is_secret("userDataBase64")
         assert all(arn in user_data for arn in arns)
+        # Its own host key, by name (derived from the node name in the template).
+        assert f'"{instance.inputs["tags"]["prep-ha:node"]}/ssh-host-key"' in user_data
         for value in FAKE_SECRET_VALUES:
             assert value not in user_data
 
@@ -338,12 +402,28 @@ def test_ssh_key_and_outputs(run):
         assert outputs["sshCommand"][node].endswith(f"admin@{host}")
         assert eips[address.management_ip].inputs["networkInterface"]
     assert "pcs status" in outputs["pcsStatusCommand"]
+    # The key file in ~/.ssh, 0600 from its first byte (umask 077 on a fresh file), and the
+    # nodes' pinned host keys beside it, which every sshCommand checks strictly.
+    command = outputs["sshKeyCommand"]
+    key_file = f'"$HOME/.ssh/{cfg.cluster_name}-admin"'
+    assert command.startswith("(umask 077 && ") and f"rm -f {key_file}" in command
+    assert f"sshPrivateKey > {key_file}" in command
+    assert command.index("umask 077") < command.index("sshPrivateKey >")
+    for node in cfg.node_names:
+        assert f"-o UserKnownHostsFile=~/.ssh/{cfg.cluster_name}-known_hosts " \
+               "-o StrictHostKeyChecking=yes" in outputs["sshCommand"][node]
+    known = outputs["sshKnownHosts"].splitlines()
+    assert [line.split()[0] for line in known] == \
+        [outputs["managementIps"][n] for n in cfg.node_names]
+    assert all(line.split()[1] == "ssh-ed25519" for line in known)
+    assert outputs["keystoreSecretNames"] == [cfg.keystore_secret_name,
+                                              cfg.keystore_password_secret_name]
     public = {k: v for k, v in outputs.items() if k not in run.secret_outputs}
     assert "PRIVATE KEY" not in json.dumps(public)
 
 
 def test_graviton_instance_gets_an_arm64_debian_ami():
-    run = run_stack("testnet", {"instanceType": "m7g.xlarge"})
+    run = run_stack("testnet", {"instanceType": "m7g.xlarge", "quorumArbiter": False})
     [(_, args)] = [i for i in run.invokes if i[0] == "aws:ec2/getAmi:getAmi"]
     filters = {f["name"]: f["values"] for f in args["filters"]}
     assert filters["name"] == ["debian-12-arm64-*"]
@@ -359,15 +439,22 @@ def test_pinned_ami_skips_the_lookup():
 
 def test_run_program_returns_the_resource_list():
     resources = run_program("testnet")
-    assert sum(r.type == INSTANCE for r in resources) == 2
+    assert sum(r.type == INSTANCE for r in resources) == 3  # two nodes and the arbiter
 
 
-@pytest.mark.parametrize("plaintext", ["keystore", "keystorePassword"])
-def test_plain_text_secret_is_refused(plaintext):
+@pytest.mark.parametrize("plaintext", [False, True])
+@pytest.mark.parametrize("key", ["keystore", "keystorePassword"])
+def test_the_key_in_stack_config_is_refused_before_anything_is_declared(key, plaintext):
+    """Secret or not, config is Pulumi.<stack>.yaml (tracked) and reaches every run."""
+    declared: list = []
+    value = {"keystore": FAKE_KEYSTORE, "keystorePassword": FAKE_KEYSTORE_PASSWORD}[key]
     with pytest.raises(ConfigError) as err:
-        run_stack("testnet", plaintext_keys=[plaintext])
-    assert err.value.key == plaintext
-    assert "pulumi config set --secret" in str(err.value)
+        run_stack("testnet", secrets={key: value}, plaintext_keys=[key] if plaintext else [],
+                  sink=declared)
+    assert err.value.key == key and declared == []
+    assert f"pulumi config rm {key} --stack testnet" in err.value.fix
+    assert "put-keystore --stack testnet" in err.value.fix
+    assert value not in str(err.value)
 
 
 def test_pulumi_does_not_fight_pacemaker_or_replace_live_nodes(runs):
@@ -383,3 +470,34 @@ def test_pulumi_does_not_fight_pacemaker_or_replace_live_nodes(runs):
             assert {"ami", "userDataBase64"} <= set(instance.ignore_changes)
         mainnet = stack == "mainnet"
         assert all(v.protect is mainnet for v in run.of_type("aws:ebs/volume:Volume"))
+
+
+def test_quorum_arbiter(run):
+    """Its own subnet and group, qnetd and pcsd from the two nodes only, one secret to read."""
+    cfg = cfg_of(stack_of(run))
+    [arbiter] = [r for r in run.of_type(INSTANCE) if "prep-ha:node" not in r.inputs["tags"]]
+    i = arbiter.inputs
+    assert i["tags"]["prep-ha:role"] == "arbiter" and i["privateIp"] == cfg.arbiter_ip
+    assert i["metadataOptions"]["httpTokens"] == "required"
+    assert i["rootBlockDevice"]["encrypted"] is True
+    subnet = run.by_id(i["subnetId"])
+    assert subnet.inputs["cidrBlock"] == cfg.arbiter_subnet_cidr
+    [sg_id] = i["vpcSecurityGroupIds"]
+    rules = [r.inputs for r in run.of_type(INGRESS) if r.inputs["securityGroupId"] == sg_id]
+    assert sorted((r["fromPort"], r["cidrIpv4"]) for r in rules) == sorted(
+        (port, f"{n.service_ip}/32") for port in (2224, 5403) for n in cfg.nodes)
+    [policy] = [p for p in run.of_type(ROLE_POLICY) if p.name.startswith("arbiter-")]
+    statement = json.loads(policy.inputs["policy"])["Statement"]
+    hacluster = next(s for s in run.of_type(SECRET) if s.name.endswith("hacluster-password"))
+    assert statement == [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                          "Resource": [hacluster.id]}]
+    user_data = decode_user_data(i["userDataBase64"])
+    assert "corosync-qnetd" in user_data and "pcs qdevice setup model net" in user_data
+    for value in FAKE_SECRET_VALUES:
+        assert value not in user_data
+
+
+def test_without_the_arbiter_no_arbiter_resources():
+    run = run_stack("testnet", {"quorumArbiter": False})
+    assert len(run.of_type(INSTANCE)) == 2
+    assert not [r for r in run.resources if r.name.startswith("arbiter")]

@@ -37,7 +37,8 @@ def stack_run(request) -> tuple[str, ProgramRun]:
 
 def user_data_of(run: ProgramRun) -> list[str]:
     return [decode_user_data(r.inputs["userDataBase64"])
-            for r in sorted(run.of_type(INSTANCE), key=lambda r: r.name)]
+            for r in sorted(run.of_type(INSTANCE), key=lambda r: r.name)
+            if "prep-ha:node" in r.inputs["tags"]]
 
 
 def files_of(user_data: str) -> dict[str, dict]:
@@ -61,7 +62,7 @@ def sample(**changes: str) -> NodeUserData:
         node_name="prep-ha-testnet-1", region="eu-central-1", icon_network="LisbonNet",
         icon_image="iconloop/icon2-node:v1.4.6", data_volume_id="vol-0123456789abcdef0",
         heartbeat_ip="10.41.2.11", heartbeat_cidr="10.41.2.0/24", management_ip="10.41.3.11",
-        management_cidr="10.41.3.0/24", citizen_vip="10.41.1.101",
+        management_cidr="10.41.3.0/24", peer_vip="10.41.1.100", citizen_vip="10.41.1.101",
         p2p_advertise="203.0.113.9:7100",
         keystore_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/keystore-Ab",
         keystore_password_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/kp-Ab",
@@ -72,9 +73,12 @@ def sample(**changes: str) -> NodeUserData:
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None,
                     reason="the cloud-init binary is not installed (apt-get install cloud-init)")
-def test_cloud_init_schema_accepts_every_node(stack_run, tmp_path):
+def test_cloud_init_schema_accepts_every_node_and_the_arbiter(stack_run, tmp_path):
     _, run = stack_run
-    for index, user_data in enumerate(user_data_of(run)):
+    arbiter = [decode_user_data(r.inputs["userDataBase64"]) for r in run.of_type(INSTANCE)
+               if r.inputs["tags"].get("prep-ha:role") == "arbiter"]
+    assert len(arbiter) == 1
+    for index, user_data in enumerate(user_data_of(run) + arbiter):
         path = tmp_path / f"node{index + 1}.yaml"
         path.write_text(user_data)
         result = subprocess.run(["cloud-init", "schema", "-c", str(path)],
@@ -100,36 +104,40 @@ def test_no_secret_values_only_secret_ids(stack_run):
         assert "BEGIN OPENSSH" not in user_data
         files = files_of(user_data)
         peer = files["/etc/systemd/system/peer.service"]["content"]
-        assert f'prep-ha-secret "{arns["keystore"]}" > /run/prep-ha/peer/' in peer
-        assert f'prep-ha-secret "{arns["keystore-password"]}"; }} > /run/prep-ha/peer/' in peer
-        hacluster = files["/etc/systemd/system/prep-ha-hacluster-password.service"]["content"]
-        assert f'prep-ha-secret "{arns["hacluster-password"]}")' in hacluster
+        assert ('prep-ha-secret --keystore --to /run/prep-ha/peer/keystore.json '
+                f'"{arns["keystore"]}"') in peer
+        assert (f'prep-ha-secret --to /run/prep-ha/peer/keysecret '
+                f'"{arns["keystore-password"]}"') in peer
+        hacluster = files["/usr/local/sbin/prep-ha-hacluster"]["content"]
+        assert f'SECRET_ID="{arns["hacluster-password"]}"' in hacluster
+        assert "ExecStart=/usr/local/sbin/prep-ha-hacluster set" in \
+            files["/etc/systemd/system/prep-ha-hacluster-password.service"]["content"]
 
 
-def hacluster_exec_start(tmp_path: Path, secret_script: str) -> tuple[str, Path]:
-    """The unit's ExecStart as systemd hands it to sh, with the fetch and chpasswd stubbed."""
-    content = (PROJECT_DIR / "cloud-init/files/prep-ha-hacluster-password.service").read_text()
-    line = next(ln for ln in content.splitlines() if ln.startswith("ExecStart="))
-    command = line.split("-c ", 1)[1].strip("'").replace("$$", "$").replace("%%", "%")
-    fetch, record = tmp_path / "fetch", tmp_path / "chpasswd.in"
-    fetch.write_text("#!/bin/sh\n" + secret_script + "\n")
-    fetch.chmod(0o755)
-    command = (command.replace("/usr/local/sbin/prep-ha-secret", str(fetch))
-               .replace("{{ hacluster_secret_id }}", "some-id")
-               .replace("| chpasswd", f"| cat > {record}"))
-    return command, record
+def hacluster_script(tmp_path: Path, secret_script: str) -> tuple[list[str], Path]:
+    """prep-ha-hacluster as the node has it, with the fetch and chpasswd stubbed."""
+    content = files_of(render_user_data(sample()))["/usr/local/sbin/prep-ha-hacluster"]
+    bindir, record = tmp_path / "bin", tmp_path / "chpasswd.in"
+    bindir.mkdir()
+    for name, body in (("fetch", secret_script), ("chpasswd", f"cat > {record}")):
+        (bindir / name).write_text("#!/bin/sh\n" + body + "\n")
+        (bindir / name).chmod(0o755)
+    script = tmp_path / "prep-ha-hacluster"
+    script.write_text(content["content"].replace("/usr/local/sbin/prep-ha-secret",
+                                                 str(bindir / "fetch")))
+    return ["env", f"PATH={bindir}:/usr/bin:/bin", "bash", str(script)], record
 
 
 def test_hacluster_password_reaches_chpasswd_only_when_fetched(tmp_path):
-    command, record = hacluster_exec_start(tmp_path, "echo s3cret")
-    assert subprocess.run(["sh", "-c", command], check=False).returncode == 0
+    command, record = hacluster_script(tmp_path, "echo s3cret")
+    assert subprocess.run([*command, "set"], check=False).returncode == 0
     assert record.read_text() == "hacluster:s3cret\n"
 
 
 @pytest.mark.parametrize("fetch", ["exit 1", "echo -n ''"], ids=["fetch-fails", "empty"])
 def test_failed_hacluster_fetch_never_sets_an_empty_password(tmp_path, fetch):
-    command, record = hacluster_exec_start(tmp_path, fetch)
-    assert subprocess.run(["sh", "-c", command], check=False).returncode != 0
+    command, record = hacluster_script(tmp_path, fetch)
+    assert subprocess.run([*command, "set"], check=False).returncode != 0
     assert not record.exists()
 
 
@@ -144,6 +152,9 @@ def test_packages_and_first_boot_commands(stack_run):
         commands = [" ".join(c) for c in doc["runcmd"]]
         assert "systemctl disable --now corosync.service pacemaker.service" in commands
         assert "systemctl enable --now pcsd.service" in commands
+        # The firewall before anything else that starts services; the pinned host key early.
+        assert commands[1:3] == ["systemctl enable --now prep-ha-firewall.service",
+                                 "/usr/local/sbin/prep-ha-ssh-host-key"]
         assert any(c.startswith("systemctl enable --now prep-ha-pull-image") for c in commands)
         [mount] = [c for c in doc["runcmd"] if c[0] == "/usr/local/sbin/prep-ha-data-volume"]
         seen_volumes.add(mount[1])
@@ -167,8 +178,14 @@ def test_peer_and_citizen_units(stack_run):
             assert parsed["Unit"]["RequiresMountsFor"] == "/app/icon"
         peer = unit(files["/etc/systemd/system/peer.service"]["content"])["Service"]
         assert peer["RuntimeDirectory"] == "prep-ha/peer" and peer["UMask"] == "0077"
-        assert "ExecStartPre" not in unit(
-            files["/etc/systemd/system/ctz.service"]["content"])["Service"]
+        assert peer["RuntimeDirectoryMode"] == "0700"
+        for name in ("peer", "ctz"):
+            pre = [ln.split("=", 1)[1] for ln in
+                   files[f"/etc/systemd/system/{name}.service"]["content"].splitlines()
+                   if ln.startswith("ExecStartPre=")]
+            # A fenced node's leftover container goes before anything else happens.
+            assert pre[0] == f"/usr/bin/docker-compose -p {name} -f /etc/prep-ha/{name}.yml down"
+        assert len(pre) == 1  # the citizen fetches nothing
 
 
 def test_compose_files(stack_run):
@@ -188,9 +205,15 @@ def test_compose_files(stack_run):
         assert peer["environment"]["ROLE"] == 3
         assert ctz["environment"]["ROLE"] == 0
         assert peer["environment"]["GOLOOP_P2P"] == f"{nlb_ip}:7100"
-        assert peer["env_file"] == ["/run/prep-ha/peer/key.env"]
-        assert "/run/prep-ha/peer/keystore.json:/goloop/config/keystore.json:ro" in \
-            peer["volumes"]
+        # The key only in the read-only tmpfs mount; nothing secret in the environment
+        # (Docker keeps it in config.v2.json) and no keystore in /goloop/config (the image's
+        # start-up would write KEY_PASSWORD over GOLOOP_KEY_SECRET).
+        assert "env_file" not in peer
+        assert not {"KEY_PASSWORD", "KEY_STORE_FILENAME"} & set(peer["environment"])
+        assert peer["environment"]["GOLOOP_KEY_STORE"] == "/goloop/secret/keystore.json"
+        assert peer["environment"]["GOLOOP_KEY_SECRET"] == "/goloop/secret/keysecret"
+        assert "/run/prep-ha/peer:/goloop/secret:ro" in peer["volumes"]
+        assert not any(v.split(":")[0].startswith("/run") for v in ctz["volumes"])
         assert "keystore" not in json.dumps(ctz).lower()
 
 
@@ -306,3 +329,33 @@ def test_unknown_placeholder_is_an_error():
 def test_unsafe_values_are_refused():
     with pytest.raises(ValueError, match="node_name"):
         render_user_data(sample(node_name="x; rm -rf /"))
+
+
+def test_fence_restart_alert_powers_on_only_a_node_fenced_off(tmp_path):
+    """The alert agent as Pacemaker 2.1 calls it (the action is in the description)."""
+    script = tmp_path / "prep-ha-fence-restart"
+    script.write_text((PROJECT_DIR / "cloud-init/files/prep-ha-fence-restart").read_text())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("stonith_admin", "logger", "setsid"):
+        stub = bindir / tool
+        body = 'exec "$@"' if tool == "setsid" else f'echo "{tool} $*" >> {calls}'
+        stub.write_text(f"#!/bin/sh\n{body}\n")
+        stub.chmod(0o755)
+
+    def alert(**env: str) -> list[str]:
+        calls.unlink(missing_ok=True)
+        full = {"PATH": f"{bindir}:/usr/bin:/bin", "CRM_alert_kind": "fencing",
+                "CRM_alert_rc": "0", "CRM_alert_node": "n2", **env}
+        subprocess.run(["sh", str(script)], env=full, check=True, timeout=30)
+        import time
+        time.sleep(0.3)  # the power-on is backgrounded
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    off = "Operation off of n2 by n1 for pacemaker-controld.1@n1: OK (ref=x)"
+    assert "stonith_admin --unfence n2 --timeout 600" in alert(CRM_alert_desc=off)
+    assert alert(CRM_alert_desc=off, CRM_alert_rc="1") == []
+    assert alert(CRM_alert_desc=off.replace("off", "reboot", 1)) == []
+    assert alert(CRM_alert_desc=off, CRM_alert_kind="node") == []
+    assert alert(CRM_alert_desc="Operation off of n22 by n1: OK") == []

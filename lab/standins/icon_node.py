@@ -11,8 +11,12 @@ It reproduces what the image's start-up leaves behind, because the lab's leak sc
 it; see icon2-docker (github.com/icon-project/icon2-docker, tag v1.4.4_test_passed, commit a0eafcb):
 ctx/init_manager.py InitManager.run runs, in this order, ConfigureSetter.create_yaml_file,
 create_env_file, make_base_dir and create_key (ctx/config/configure_setter.py), after
-ctx/config/configure.py Configure.get_config has logged every setting.
-Then it serves, standing in for goloop: P2P on GOLOOP_P2P_LISTEN, JSON-RPC on GOLOOP_RPC_ADDR.
+ctx/config/configure.py Configure.get_config has logged every setting. ctx fills every setting
+the environment does not give from the network's default_configure.yml (KEY_PASSWORD's default
+is the public "password123!@#", KEY_STORE_FILENAME's "keystore.json").
+Then it stands in for goloop (s6/services.d/01-goloop/run: `goloop server start`), which loads
+the wallet from GOLOOP_KEY_STORE with the password in the file GOLOOP_KEY_SECRET (or
+GOLOOP_KEY_PASSWORD), and serves P2P on GOLOOP_P2P_LISTEN and JSON-RPC on GOLOOP_RPC_ADDR.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ _ENVIRON = Path("/proc/self/environ").read_text("utf-8", "surrogateescape")
 ENV = dict(entry.split("=", 1) for entry in _ENVIRON.split("\0") if "=" in entry)
 ENV.pop("PREP_HA_LAB_CONTAINER", None)
 BASE_DIR = ENV.get("BASE_DIR", "/goloop")
+# default_configure.yml's `reference.env` defaults for what the environment leaves out.
+DEFAULTS = {"KEY_PASSWORD": "password123!@#", "KEY_STORE_FILENAME": "keystore.json",
+            "GOLOOP_KEY_SECRET": f"{BASE_DIR}/config/keysecret"}
 CONFIG: dict = {}  # the container's config.v2.json, loaded by main()
 
 
@@ -87,7 +94,12 @@ def initialise() -> None:
         log(f"[CheckType] [Update] {key} = '{value}' (str)")
     # create_yaml_file: the whole configuration, KEY_PASSWORD included, to
     # CONFIG_LOCAL_FILE (/goloop/configure.yml: not a mount, so the writable layer), 664.
-    settings = {"BASE_DIR": BASE_DIR, **ENV}
+    settings = {"BASE_DIR": BASE_DIR, **DEFAULTS, **ENV}
+    # Configure.get_config: GOLOOP_KEY_STORE is BASE_DIR/config/KEY_STORE_FILENAME when the
+    # environment names a KEY_STORE_FILENAME, else the environment's GOLOOP_KEY_STORE.
+    settings["GOLOOP_KEY_STORE"] = (f"{BASE_DIR}/config/{ENV['KEY_STORE_FILENAME']}"
+                                    if ENV.get("KEY_STORE_FILENAME")
+                                    else ENV.get("GOLOOP_KEY_STORE", ""))
     write_file(os.path.join(BASE_DIR, ENV.get("CONFIG_LOCAL_FILE", "/goloop/configure.yml")),
                "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
     # create_env_file: BASE_DIR/.env without KEY_PASSWORD and KEY_SECRET, default mode.
@@ -95,32 +107,57 @@ def initialise() -> None:
                                            if k not in ("KEY_PASSWORD", "KEY_SECRET")), 0o644)
     for sub in ("config", "data", "logs"):  # make_base_dir
         host_path(f"{BASE_DIR}/{sub}", write=True).mkdir(parents=True, exist_ok=True)
-    create_key()
+    create_key(settings)
+    if ROLE == "peer":
+        load_goloop_key(settings)
 
 
-def create_key() -> None:
-    """ConfigureSetter.create_key: if the keystore exists, write KEY_PASSWORD in clear to
-    GOLOOP_KEY_SECRET (default /goloop/config/keysecret: the config bind mount, i.e. the data
-    volume) with mode 664 *before* loading the wallet, then load it (a bad key stops the node).
-    The stand-in cannot decrypt, so "loads" means: non-empty password, JSON with an hx address."""
-    name = ENV.get("KEY_STORE_FILENAME") or os.path.basename(
-        ENV.get("GOLOOP_KEY_STORE", "keystore.json"))
-    keystore = f"{BASE_DIR}/config/{name}"
-    if not host_path(keystore).exists():
-        if ROLE == "peer":
-            raise Failed(f"keystore {keystore} not found: a P-Rep does not start without its key")
-        return
-    password = ENV.get("KEY_PASSWORD", "")
-    write_file(ENV.get("GOLOOP_KEY_SECRET", f"{BASE_DIR}/config/keysecret"), password)
+def wallet_address(keystore: str, password: str) -> str:
+    """Loading a wallet, as far as the stand-in can (it cannot decrypt): a non-empty password
+    and a keystore JSON with an hx address; anything else stops the node."""
     if not password:
-        raise Failed("KEY_PASSWORD is empty: the keystore cannot be unlocked")
+        raise Failed(f"the password for {keystore} is empty: the keystore cannot be unlocked")
     try:
         address = json.loads(host_path(keystore).read_text())["address"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise Failed(f"keystore {keystore} is not a keystore JSON with an address: {e}") from None
     if not (isinstance(address, str) and address.startswith("hx")):
         raise Failed(f"keystore {keystore}: address does not start with 'hx'")
+    return address
+
+
+def create_key(settings: dict) -> None:
+    """ConfigureSetter.create_key: only if BASE_DIR/config/KEY_STORE_FILENAME exists, write
+    KEY_PASSWORD (the default if the environment gives none) in clear to GOLOOP_KEY_SECRET
+    (default /goloop/config/keysecret: the config bind mount, i.e. the data volume) with mode
+    664 *before* loading the wallet, then load it (a bad key stops the node). Without that
+    file (and IS_AUTOGEN_CERT, default false) it does nothing."""
+    keystore = f"{BASE_DIR}/config/{settings['KEY_STORE_FILENAME']}"
+    if not host_path(keystore).exists():
+        return
+    password = settings["KEY_PASSWORD"]
+    write_file(settings["GOLOOP_KEY_SECRET"], password)
+    address = wallet_address(keystore, password)
     log(f"[WALLET] Successfully loaded Keystore file(json), address={address}, file={keystore}")
+
+
+def load_goloop_key(settings: dict) -> None:
+    """goloop server start: the wallet from GOLOOP_KEY_STORE, unlocked with the contents of
+    GOLOOP_KEY_SECRET (or GOLOOP_KEY_PASSWORD). A P-Rep without its key must not start (goloop
+    would make up a new wallet, which is not the P-Rep)."""
+    keystore = settings.get("GOLOOP_KEY_STORE") or ""
+    if not keystore or not host_path(keystore).exists():
+        raise Failed(f"keystore {keystore or '(GOLOOP_KEY_STORE unset)'} not found: a P-Rep "
+                     "does not start without its key")
+    if "GOLOOP_KEY_PASSWORD" in ENV:
+        password = ENV["GOLOOP_KEY_PASSWORD"]
+    else:
+        try:
+            password = host_path(settings["GOLOOP_KEY_SECRET"]).read_text()
+        except OSError as e:
+            raise Failed(f"GOLOOP_KEY_SECRET {settings['GOLOOP_KEY_SECRET']}: {e}") from None
+    address = wallet_address(keystore, password)
+    log(f"[goloop] wallet {address} from {keystore}")
 
 
 class Rpc(BaseHTTPRequestHandler):

@@ -17,7 +17,15 @@ from pulumi_policy import (
 
 from prep_ha.cluster.model import ClusterModel
 
-from .props import COMMANDS, INSTANCE, LAUNCH_TEMPLATE, PLACEMENT_GROUP, get, of_type
+from .props import (
+    COMMANDS,
+    INSTANCE,
+    LAUNCH_TEMPLATE,
+    PLACEMENT_GROUP,
+    cluster_nodes,
+    get,
+    of_type,
+)
 from .refs import referenced
 from .script import bootstraps, command_texts
 from .userdata import autostart_problems, user_data
@@ -72,7 +80,11 @@ anti_colocation_constraint = StackValidationPolicy(
 
 
 def _validate_two_nodes(args: StackValidationArgs, report: ReportViolation) -> None:
-    instances = of_type(args.resources, INSTANCE)
+    instances = cluster_nodes(args.resources)
+    arbiters = [r for r in of_type(args.resources, INSTANCE) if r not in instances]
+    if len(arbiters) > 1:
+        report(f"The stack declares {len(arbiters)} quorum arbiters; the cluster has one "
+               "third vote. Fix: declare it only through components/arbiter.py.")
     if len(instances) != NODES:
         report(f"The stack declares {len(instances)} EC2 instances; an HA P-Rep pair is exactly "
                f"{NODES} (one peer, one citizen). Fix: declare the nodes only through "

@@ -1,4 +1,5 @@
-"""Exposure: cluster ports closed to the internet, SSH from admins only, IMDSv2, encrypted EBS.
+"""Exposure: cluster ports closed to the internet and open to single hosts only, SSH from
+admins only, IMDSv2 with a hop limit of 1, encrypted EBS.
 
 A reachable pcsd or corosync lets anyone on the internet join or confuse the cluster and
 trigger a failover; the ports below are protocol facts, stated here independently of the
@@ -22,6 +23,8 @@ CLUSTER_PORTS = (
     ("udp", 5404, 5406, "corosync (UDP 5404-5406)"),
     ("tcp", 2224, 2224, "pcsd (TCP 2224)"),
 )
+# Also closed to networks: corosync-qnetd, the arbiter's vote.
+PEER_ONLY_PORTS = (*CLUSTER_PORTS, ("tcp", 5403, 5403, "corosync-qnetd (TCP 5403)"))
 SSH = ("tcp", 22, 22)
 
 
@@ -32,7 +35,7 @@ def _validate_cluster_ports(args: ResourceValidationArgs, report: ReportViolatio
             if world and rule.reaches(protocol, low, high):
                 report(f"Ingress from {', '.join(world)} reaches {what}: anyone could join or "
                        "disrupt the cluster and force a failover. Fix: admit the cluster ports "
-                       "only from the nodes' own /32 addresses (and pcsd from adminCidrs).")
+                       "only from the nodes' own /32 addresses.")
 
 
 exposure_cluster_ports = ResourceValidationPolicy(
@@ -40,6 +43,24 @@ exposure_cluster_ports = ResourceValidationPolicy(
     description="Corosync (UDP 5404-5406) and pcsd (TCP 2224) are never open to 0.0.0.0/0 or "
                 "::/0.",
     validate=_validate_cluster_ports,
+)
+
+
+def _validate_cluster_peers(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    for rule in ingress_rules(args.resource_type, args.props):
+        for protocol, low, high, what in PEER_ONLY_PORTS:
+            wide = [c for c in rule.cidrs if network(c).num_addresses > 1]
+            if wide and rule.reaches(protocol, low, high):
+                report(f"{what} is admitted from {', '.join(wide)}: a network, not a cluster "
+                       "member (admins included: they run pcs on a node over SSH). Fix: admit "
+                       "it only from the other cluster hosts' /32 addresses.")
+
+
+exposure_cluster_ports_hosts_only = ResourceValidationPolicy(
+    name="exposure-cluster-ports-hosts-only",
+    description="pcsd, corosync and corosync-qnetd are admitted only from single hosts (/32, "
+                "/128): the cluster's own members, never an admin network.",
+    validate=_validate_cluster_peers,
 )
 
 
@@ -88,6 +109,24 @@ exposure_imdsv2 = ResourceValidationPolicy(
     name="exposure-imdsv2",
     description="Instances require IMDSv2 (metadata_options.http_tokens = required).",
     validate=_validate_imdsv2,
+)
+
+
+def _validate_hop_limit(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in (INSTANCE, LAUNCH_TEMPLATE):
+        return
+    hops = get(args.props, "metadataOptions", "httpPutResponseHopLimit")
+    if hops is None or int(hops) != 1:
+        report(f"metadataOptions.httpPutResponseHopLimit is {hops or 'unset'}: with more than "
+               "one hop, every container on the node can take the instance role (it stops "
+               "instances and reads the validator key); unset, an AMI flagged for IMDSv2 "
+               "defaults to 2. Fix: metadata_options={\"http_put_response_hop_limit\": 1}.")
+
+
+exposure_imds_hop_limit = ResourceValidationPolicy(
+    name="exposure-imds-hop-limit",
+    description="Instances set the IMDS hop limit to 1, so containers cannot reach the role.",
+    validate=_validate_hop_limit,
 )
 
 

@@ -31,6 +31,8 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 IAM_POLICY = "aws:iam/policy:Policy"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
 COMMANDS = ("command:remote:Command", "command:local:Command")
 
 
@@ -79,3 +81,20 @@ def strings(value: Any) -> Iterator[str]:
 
 def of_type(resources: Sequence[PolicyResource], *types: str) -> list[PolicyResource]:
     return [r for r in resources if r.resource_type in types]
+
+
+# components/tags.py: the quorum arbiter is the one instance that is not a cluster node.
+ROLE_TAG, ARBITER_ROLE = "prep-ha:role", "arbiter"
+
+
+def is_arbiter(instance: PolicyResource) -> bool:
+    try:
+        tags = get(instance.props, "tags") or {}
+    except UnknownValueError:
+        return False
+    return isinstance(tags, Mapping) and tags.get(ROLE_TAG) == ARBITER_ROLE
+
+
+def cluster_nodes(resources: Sequence[PolicyResource]) -> list[PolicyResource]:
+    """The instances that are cluster nodes (every instance but the quorum arbiter)."""
+    return [r for r in of_type(resources, INSTANCE) if not is_arbiter(r)]

@@ -26,6 +26,7 @@ from .props import (
     ROLE_POLICY,
     ROLE_POLICY_ATTACHMENT,
     UnknownValueError,
+    cluster_nodes,
     get,
     is_true,
     of_type,
@@ -122,7 +123,8 @@ def _instance_roles(instance: PolicyResource,
 
 def _validate_fence_permissions(args: StackValidationArgs, report: ReportViolation) -> None:
     pending: list[UnknownValueError] = []
-    for instance in of_type(args.resources, INSTANCE):
+    # The arbiter is not fenced and fences nobody: its role reads one secret, nothing more.
+    for instance in cluster_nodes(args.resources):
         if is_true(get(instance.props, "disableApiStop")):
             report("disableApiStop is true: fence_aws fences by StopInstances and would fail, "
                    "so Pacemaker could never recover the peer. Fix: set disable_api_stop=False.",

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from prep_ha.config import StackConfig
 
 PEER_GROUP = "Peer"
+# Installed by the node user-data (cloud-init/files/).
+HOLDS_PEER = "/usr/local/sbin/prep-ha-holds-peer"
+FENCE_RESTART = "/usr/local/sbin/prep-ha-fence-restart"
 CTZ_GROUP = "Ctz"
 FENCE_DEVICE = "fence-aws"
 INFINITY = "INFINITY"
@@ -29,17 +32,30 @@ class ClusterNode:
 
 
 @dataclass(frozen=True)
+class QuorumDevice:
+    """The third vote: corosync-qdevice on both nodes, corosync-qnetd on the arbiter."""
+
+    host: str  # the arbiter's address (pcs authenticates it under this name too)
+    algorithm: str
+    # qdevice's timeout with qnetd (heartbeats every 0.8 x): short enough that a frozen node's
+    # client is declared dead about as fast as corosync declares the node lost.
+    timeout_ms: int
+    # name -> command: qdevice runs them at every membership change; in a 50:50 split the
+    # partition whose heuristics pass gets the arbiter's vote.
+    heuristics: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Corosync:
     cluster_name: str
     transport: str
-    # Corosync 3 default is 3 s. AWS' SAP/RHEL guidance uses 30 s to ride out hypervisor
-    # maintenance pauses, but a validator misses blocks while nobody holds the peer role.
-    # 10 s still outlasts the short packet loss seen inside one AZ, and with two knet links
-    # one path failing never counts as a node failure at all.
+    # From the stack (corosyncTokenMs): a lost node is noticed after token + consensus.
     token_ms: int
     # Corosync's own rule: consensus = 1.2 x token.
     consensus_ms: int
-    two_node: bool  # implies wait_for_all: a lone node after a cold start waits for its peer
+    # Without an arbiter: implies wait_for_all, a lone node after a cold start waits.
+    two_node: bool
+    qdevice: QuorumDevice | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,12 @@ class Order:
 
 
 @dataclass(frozen=True)
+class Alert:
+    id: str
+    path: str
+
+
+@dataclass(frozen=True)
 class ClusterModel:
     corosync: Corosync
     nodes: tuple[ClusterNode, ...]
@@ -111,6 +133,7 @@ class ClusterModel:
     properties: tuple[tuple[str, str], ...] = ()
     resource_defaults: tuple[tuple[str, str], ...] = ()
     op_defaults: tuple[tuple[str, str], ...] = field(default=())
+    alerts: tuple[Alert, ...] = ()
 
     def group(self, group_id: str) -> Group:
         return next(g for g in self.groups if g.id == group_id)
@@ -125,8 +148,14 @@ def _vip_members(prefix: str, vip: str, prefix_len: int, unit: str,
         # awsvip moves the secondary IP to this instance's primary ENI through the EC2 API.
         # A 20 s monitor keeps DescribeNetworkInterfaces calls well under EC2's API rate limits;
         # the IPaddr2 monitor below notices a lost address in the OS sooner.
+        # api_delay 0: the agent sleeps api_delay (default 3 s) after every assign and
+        # unassign, and a takeover runs one of each in series (the citizen's VIP released,
+        # then the peer's taken: Pacemaker orders the anti-colocated groups so), 6 s of a
+        # node failover spent waiting. `--allow-reassignment` makes the assignment
+        # independent of the release, and a failover makes four API calls, far below EC2's
+        # request rate limits.
         Primitive(f"{prefix}-awsvip", "ocf:heartbeat:awsvip",
-                  (("secondary_private_ip", vip),),
+                  (("secondary_private_ip", vip), ("api_delay", "0")),
                   (Op("start", "0s", "60s"), Op("stop", "0s", "60s"),
                    Op("monitor", "20s", "40s"))),
         # IPaddr2 brings the address up in the OS and sends gratuitous ARP. No `nic`: the
@@ -155,10 +184,9 @@ def build_model(cfg: StackConfig) -> ClusterModel:
         agent="fence_aws",
         params=(
             ("region", cfg.region),
-            # EC2 takes 30-90 s to stop an instance; give a stop-then-start reboot room.
+            # `off` (stonith-action below) returns once EC2 reports the instance stopped:
+            # a forced stop takes seconds to about a minute, a stop-then-start reboot minutes.
             ("power_timeout", "240"),
-            ("pcmk_reboot_timeout", "600"),
-            ("pcmk_reboot_retries", "4"),
             ("pcmk_off_timeout", "300"),
         ),
         host_map=tuple((n.name, n.instance_id_env) for n in nodes),
@@ -168,9 +196,10 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     )
     peer = Group(
         PEER_GROUP,
-        # A validator misses blocks within seconds: 10 s monitor instead of the guide's 1 min.
+        # A validator misses blocks within seconds: a 2 s monitor (a D-Bus query of the unit)
+        # instead of the guide's 1 min.
         _vip_members("peer", cfg.peer_vip, cfg.service_prefix_len, "peer",
-                     Op("monitor", "10s", "30s")),
+                     Op("monitor", "2s", "30s")),
         # priority feeds priority-fencing-delay: the node holding Peer wins a fence race.
         meta=(("priority", "10"),),
     )
@@ -180,9 +209,22 @@ def build_model(cfg: StackConfig) -> ClusterModel:
         _vip_members("ctz", cfg.citizen_vip, cfg.service_prefix_len, "ctz",
                      Op("monitor", "30s", "30s")),
     )
+    if cfg.quorum_arbiter:
+        qdevice = QuorumDevice(host=cfg.arbiter_ip, algorithm="ffsplit",
+                               timeout_ms=max(3000, cfg.corosync_token_ms),
+                               heuristics=(("peer", HOLDS_PEER),))
+        # The partition without the arbiter's vote does not fence: no race to settle.
+        split_rule: tuple[tuple[str, str], ...] = ()
+    else:
+        qdevice = None
+        # In a split both nodes try to fence; the one holding Peer (priority 10) is fenced
+        # only after this delay, so it wins. pcmk_delay_max would instead pick at random.
+        split_rule = (("priority-fencing-delay", "15s"),)
     return ClusterModel(
-        corosync=Corosync(cluster_name=cfg.cluster_name, transport="knet", token_ms=10000,
-                          consensus_ms=12000, two_node=True),
+        corosync=Corosync(cluster_name=cfg.cluster_name, transport="knet",
+                          token_ms=cfg.corosync_token_ms,
+                          consensus_ms=cfg.corosync_token_ms * 12 // 10,
+                          two_node=qdevice is None, qdevice=qdevice),
         nodes=nodes,
         fence_devices=(fence,),
         groups=(peer, ctz),
@@ -192,14 +234,19 @@ def build_model(cfg: StackConfig) -> ClusterModel:
         colocations=(Colocation(CTZ_GROUP, PEER_GROUP, "-" + INFINITY),),
         # Whichever role leaves a node releases the shared chain volume before the other
         # role starts there: the citizen on a takeover, the peer when it is moved away.
+        # (Pacemaker orders the groups so anyway, for the -INFINITY colocation.)
         orders=(Order("stop", CTZ_GROUP, "start", PEER_GROUP),
                 Order("stop", PEER_GROUP, "start", CTZ_GROUP)),
         properties=(
             ("stonith-enabled", "true"),
-            # In a split both nodes try to fence; the one holding Peer (priority 10) is fenced
-            # only after this delay, so it wins. pcmk_delay_max would instead pick at random.
-            ("priority-fencing-delay", "15s"),
-            ("no-quorum-policy", "stop"),
+            # Fencing is done when the failed node is off; the fence-restart alert starts it
+            # again (a reboot would hold the takeover until EC2 has started the node).
+            ("stonith-action", "off"),
+            *split_rule,
+            # Without quorum (the arbiter lost, then a split) keep what runs where it runs:
+            # the peer stays on its node and never starts on the other. Each node has its own
+            # chain volume, so nothing is shared that freezing could corrupt.
+            ("no-quorum-policy", "freeze"),
         ),
         resource_defaults=(
             # Greater than the Peer location score (100): a recovered node 1 stays backup.
@@ -209,4 +256,7 @@ def build_model(cfg: StackConfig) -> ClusterModel:
             ("failure-timeout", "10min"),
         ),
         op_defaults=(("timeout", "60s"),),
+        # Starts a fenced instance again once it is off (EC2 StartInstances); it boots and
+        # rejoins as the citizen.
+        alerts=(Alert("fence-restart", FENCE_RESTART),),
     )

@@ -155,9 +155,10 @@ class Simulator:
         self._count += 1
         return self.dir / f"{self._count:02d}-{label}.xml"
 
-    def simulate(self, cib: Path, *events: str) -> Transition:
+    def simulate(self, cib: Path, *events: str, quorum: bool = True) -> Transition:
+        """`events` on `cib`; quorum=False plays the side of a split without the arbiter's vote."""
         out, graph = self._next("out"), self._next("graph")
-        xml = _run(["crm_simulate", "--xml-file", str(cib), "--quorum", "1", *events,
+        xml = _run(["crm_simulate", "--xml-file", str(cib), "--quorum", str(int(quorum)), *events,
                     "--simulate", "--save-output", str(out), "--save-graph", str(graph),
                     "--output-as", "xml"])
         root = ET.fromstring(xml)
@@ -196,8 +197,9 @@ def _graph(path: Path) -> dict[str, set[str]]:
     return deps
 
 
-def fence_key(node: str) -> str:
-    return f"stonith-{node}-reboot"
+def fence_key(model: ClusterModel, node: str) -> str:
+    """The transition graph's key of fencing `node` with the model's stonith-action."""
+    return f"stonith-{node}-{model.property('stonith-action') or 'reboot'}"
 
 
 def members(model: ClusterModel, group: str) -> list[str]:
@@ -253,7 +255,17 @@ def scenarios() -> list[Scenario]:
                      "--node-up", s.node1)),
         Scenario("node 1 in standby", "Maintenance: `pcs node standby` on node 1.",
                  lambda s: s.simulate(s.set_node_attribute(
-                     s.steady().output_cib, s.node1, "standby", "on")))
+                     s.steady().output_cib, s.node1, "standby", "on"))),
+        Scenario("split, node 2's side", "The nodes lose each other; the arbiter's vote goes\n"
+                 "   to node 1 (it holds the peer VIP), so node 2 has no quorum.",
+                 lambda s: s.simulate(s.steady().output_cib, "--node-fail", s.node1,
+                                      quorum=False)),
+        Scenario("split, node 1's side", "Node 1 keeps quorum with the arbiter's vote.",
+                 lambda s: s.simulate(s.steady().output_cib, "--node-fail", s.node2)),
+        Scenario("arbiter lost, then a split, node 1's side",
+                 "Neither side has quorum (one vote of three each).",
+                 lambda s: s.simulate(s.steady().output_cib, "--node-fail", s.node2,
+                                      quorum=False)),
     ]
 
 
@@ -279,4 +291,4 @@ def describe(model: ClusterModel, title: str, explain: str, t: Transition) -> st
 def fencing_failure_report(model: ClusterModel, sim: Simulator) -> tuple[Transition, set[str]]:
     """Node 1 fails and fencing it fails: which actions of the transition can never run."""
     t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
-    return t, t.blocked_by(fence_key(sim.node1))
+    return t, t.blocked_by(fence_key(model, sim.node1))

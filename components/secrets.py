@@ -101,7 +101,8 @@ class NodeSecretsArgs:
     reader_role_arn: pulumi.Input[str]   # the node role
     reader_role_name: pulumi.Input[str]
     vpc_id: pulumi.Input[str]
-    # The VPC's Secrets Manager endpoint: the resource policies only make sense with it.
+    # The VPC's Secrets Manager endpoint: the policies' aws:SourceVpc condition only admits
+    # the nodes once their calls go through it, so the policies wait for it.
     endpoint_id: pulumi.Input[str]
 
 
@@ -163,9 +164,12 @@ class NodeSecrets(pulumi.ComponentResource):
             opts=child)
 
         # The key's values come from the operator's files, not from Pulumi (see the module
-        # docstring); the nodes boot after this (they depend on this component).
+        # docstring); the nodes boot after this (they depend on this component). Secrets
+        # created anew (a renamed cluster) are empty: the triggers store the key again.
+        # Rotation is `put-keystore` by hand (README: The validator key).
         put = local.Command(
             f"{name}-keystore-put", create=put_keystore_command(cfg.stack),
+            triggers=[keystore.arn, keystore_password.arn],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*policies, reader]))
 
         self.keystore_secret_arn = keystore.arn

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)
+    bench.add_argument("--tokens", action="store_true",
+                       help="instead: the stall each corosync token survives (lab/tokens.py)")
     sub.add_parser("leakscan", help="search the running lab for the keystore and hacluster "
                                     "passwords (see lab/leakscan.py)", add_help=False)
     sub.add_parser("down", help="remove everything the lab made (safe at any time)")
@@ -73,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drill: {len(results) - len(failed)}/{len(results)} cases passed")
         return 1 if failed else 0
     if args.command == "bench":
-        from lab.bench import bench
         down()
+        if args.tokens:
+            from lab import tokens
+            with running_lab(Lab.from_stack(args.stack)) as lab:
+                print(tokens.report(tokens.sweep(lab)))
+            return 0
+        from lab.bench import bench
         bench(Lab.from_stack(args.stack).cfg, args.runs)
         return 0
     return 2

@@ -421,6 +421,7 @@ def load_stack_file(path: str, *, stack: str) -> StackConfig:
         doc = yaml.safe_load(f) or {}
     values = doc.get("config", {})
     raw = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith(NAMESPACE + ":")}
-    # Secrets are encrypted in the file; only their presence matters here.
+    # The validator key does not belong in the stack file; the Pulumi program refuses it
+    # (__main__.py refuse_key_in_config) and the offline commands need none of it.
     raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     return load_config(raw, stack=stack, region=values.get("aws:region"))

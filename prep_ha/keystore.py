@@ -98,7 +98,15 @@ def put_keystore(client: Any, names: KeySecrets, keystore: str, password: str) -
     # password and fails to start (Pacemaker retries), never the other way round silently.
     done = []
     for name, value in ((names.password, password), (names.keystore, keystore)):
-        version = client.put_secret_value(SecretId=name, SecretString=value)["VersionId"]
+        try:
+            version = client.put_secret_value(SecretId=name, SecretString=value)["VersionId"]
+        except client.exceptions.ClientError as e:
+            if not done:
+                raise
+            code = e.response.get("Error", {}).get("Code", "error")
+            raise KeystoreError(
+                f"{names.password} holds the new password but storing {name} failed ({code}): "
+                "a peer starting now fails", "run the same put-keystore again at once") from None
         done.append(f"  {name}: version {version}")
     return [f"stored the keystore of {address} and its password:", *done]
 

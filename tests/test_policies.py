@@ -691,6 +691,13 @@ def test_mainnet_token_floor_is_higher_than_testnets() -> None:
         assert failing(judge(stack, resources)) == expected
 
 
+def test_a_token_that_is_no_multiple_of_five_passes_its_own_bounds() -> None:
+    # consensus = 1.2 x token must round up: 1001 ms -> 1202, not 1201 (< 1201.2).
+    resources = run_program("testnet", {"corosyncTokenMs": 1001})
+    assert "token=1001 consensus=1202" in cib_push(resources).inputs["stdin"]
+    assert failing(judge("testnet", resources)) == set()
+
+
 def test_a_fence_race_favouring_peer_is_a_split_rule_too() -> None:
     resources = program("testnet")
     push = cib_push(resources)

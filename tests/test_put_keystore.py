@@ -105,6 +105,18 @@ def test_bad_input_stores_nothing_and_names_the_fix(cloud, files, capsys, change
     assert all(cloud.list_secret_version_ids(SecretId=n)["Versions"] == [] for n in NAMES)
 
 
+def test_a_keystore_put_failing_after_the_password_says_so(cloud, files, capsys):
+    # Secrets Manager refuses the second write (the keystore secret is gone): the operator
+    # must hear that the password already changed.
+    cloud.delete_secret(SecretId=NAMES[0], ForceDeleteWithoutRecovery=True)
+    ks, pw = files
+    assert main(["put-keystore", "--stack", "testnet", "--keystore", str(ks),
+                 "--password-file", str(pw)]) == 2
+    err = capsys.readouterr().err
+    assert f"{NAMES[1]} holds the new password but storing {NAMES[0]} failed" in err
+    assert "run the same put-keystore again" in err and PASSWORD not in err
+
+
 def test_a_fresh_stack_without_the_files_fails_with_the_fix(cloud, capsys):
     assert main(["put-keystore", "--stack", "testnet", "--if-unset"]) == 2
     err = capsys.readouterr().err

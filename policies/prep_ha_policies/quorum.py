@@ -104,7 +104,7 @@ def _validate_token(args: StackValidationArgs, report: ReportViolation) -> None:
                    "leaves the validator without a leader. Fix: set "
                    "icon-prep-ha:corosyncTokenMs inside the bound (README: token and "
                    "consensus).", boot.resource.urn)
-        if c.consensus_ms < c.token_ms * 1.2:
+        if c.consensus_ms * 10 < c.token_ms * 12:  # integers: 1001 ms needs 1202, not 1201.2
             report(f"corosync consensus {c.consensus_ms} ms is below 1.2 x token "
                    f"({c.token_ms} ms), corosync's own rule. {_FIX}", boot.resource.urn)
 

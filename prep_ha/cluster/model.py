@@ -223,7 +223,8 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     return ClusterModel(
         corosync=Corosync(cluster_name=cfg.cluster_name, transport="knet",
                           token_ms=cfg.corosync_token_ms,
-                          consensus_ms=cfg.corosync_token_ms * 12 // 10,
+                          # 1.2 x token rounded up: corosync's rule is a lower bound.
+                          consensus_ms=-(-cfg.corosync_token_ms * 12 // 10),
                           two_node=qdevice is None, qdevice=qdevice),
         nodes=nodes,
         fence_devices=(fence,),

@@ -37,8 +37,10 @@ class Stall:
 
 
 def set_token(lab: Lab, token_ms: int) -> None:
-    """Corosync restarted on both nodes with this token, as a stack deployed with it runs:
-    knet derives its link timeouts from the token at start, which a reload does not redo."""
+    """Corosync restarted on both nodes with this token, as a stack deployed with it runs.
+    Not a reload: knet keeps the link timeouts it derived from the token at start (a 1 s
+    token set by `corosync-cfgtool -R` over 2 s survived a 0.8 s stall; restarted with it,
+    0.5 s broke it)."""
     consensus = -(-token_ms * 12 // 10)
     for spec in lab.nodes:
         exec_in(spec, "sed", "-i", "-E", f"s/^([[:space:]]*token:).*/\\1 {token_ms}/; "
@@ -46,8 +48,7 @@ def set_token(lab: Lab, token_ms: int) -> None:
     exec_in(lab.nodes[0], "pcs", "cluster", "stop", "--all", "--request-timeout=300",
             timeout=360)
     # Both at once: a node started alone has quorum with the arbiter's vote and fences the
-    # other (startup fencing). The pause lets qnetd drop the old connections, which
-    # otherwise refuse the new qdevice.
+    # other (startup fencing).
     time.sleep(10)
     # Once more if a unit failed to start: in the lab, systemd inside nspawn sometimes fails
     # to set up a fresh unit's cgroup right after its stop (status 219/CGROUP).

@@ -79,8 +79,10 @@ def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
 
 
 def _section(conf: str, name: str) -> str:
-    """One top-level section of a corosync.conf (pcs writes them unindented)."""
-    return conf.split(f"\n{name} {{", 1)[1].split("\n}", 1)[0]
+    """One top-level section of a corosync.conf, its nested sections included (pcs writes
+    top-level sections unindented)."""
+    body = ("\n" + conf).split(f"\n{name} {{", 1)[1]
+    return body.split("\n}", 1)[0]
 
 
 def test_nodes_run_what_pcs_set_up_through_pcsd_and_the_arbiters_vote(lab):

@@ -255,4 +255,7 @@ def test_host_key_is_installed_once_from_the_secret(tmp_path):
     assert (etc / "ssh_host_ed25519_key.pub").read_text().split()[:2] == \
         (tmp_path / "k.pub").read_text().split()[:2]
     assert log.read_text() == "systemctl reload-or-restart ssh.service\n"  # once
+    # sshd offers that key only: no other key type for a client to prefer.
+    assert (etc / "sshd_config.d/50-prep-ha-host-key.conf").read_text() == \
+        f"HostKey {etc}/ssh_host_ed25519_key\n"
     assert [p.name for p in etc.iterdir() if p.name.startswith(".")] == []

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.node import debian_ami
+from components.iam import EC2_ASSUME_ROLE_POLICY
+from components.node import IMDSV2_HOP_LIMIT_1, debian_ami, encrypted_root
 from components.tags import ROLE_TAG, cluster_tags
 from prep_ha.config import StackConfig
 from prep_ha.userdata import ArbiterUserData, encode_user_data, render_arbiter_user_data
@@ -76,10 +77,7 @@ class QuorumArbiter(pulumi.ComponentResource):
 
         role = aws.iam.Role(
             f"{name}-role", description=f"{cfg.arbiter_name}: the hacluster password only",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}]}),
+            assume_role_policy=json.dumps(EC2_ASSUME_ROLE_POLICY),
             tags=tags("role"), opts=child)
         aws.iam.RolePolicy(
             f"{name}-read-hacluster-password", role=role.id,
@@ -99,11 +97,8 @@ class QuorumArbiter(pulumi.ComponentResource):
             instance_type=cfg.arbiter_instance_type, subnet_id=subnet.id,
             private_ip=cfg.arbiter_ip, vpc_security_group_ids=[sg.id],
             iam_instance_profile=profile.name,
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 1},
-            root_block_device={"volume_type": "gp3", "volume_size": ROOT_VOLUME_GIB,
-                               "encrypted": True, "delete_on_termination": True,
-                               "tags": tags("root")},
+            metadata_options=IMDSV2_HOP_LIMIT_1,
+            root_block_device=encrypted_root(ROOT_VOLUME_GIB, tags("root")),
             disable_api_termination=cfg.termination_protection,
             user_data_base64=user_data,
             tags={**tags("instance"), "Name": cfg.arbiter_name},

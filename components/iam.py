@@ -55,6 +55,14 @@ def fencing_and_vip_policy(cluster_name: str, region: str, partition: str) -> di
     }
 
 
+# Who may wear an instance role: EC2, for the instance profile (nodes and arbiter).
+EC2_ASSUME_ROLE_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
 def read_secrets_policy(secret_arns: Sequence[str], kms_key_arn: str,
                         region: str) -> dict[str, Any]:
     """GetSecretValue on exactly these secrets; the keystore key decrypts only for Secrets
@@ -100,14 +108,7 @@ class NodeIam(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role",
             description=f"{args.cluster_name} nodes: fence_aws, awsvip, stack secrets",
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": "ec2.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }],
-            }),
+            assume_role_policy=json.dumps(EC2_ASSUME_ROLE_POLICY),
             tags=tags, opts=child)
         partition = aws.get_partition_output(
             opts=pulumi.InvokeOutputOptions(parent=self)).partition

@@ -38,6 +38,18 @@ def debian_ami_name_pattern(architecture: str) -> str:
     return f"debian-12-{'arm64' if architecture == 'arm64' else 'amd64'}-*"
 
 
+# IMDSv2 only; hop limit 1 keeps the role's credentials out of containers (the ICON
+# containers use bridge networking and need no IMDS). Every instance of the stack.
+IMDSV2_HOP_LIMIT_1 = {"http_endpoint": "enabled", "http_tokens": "required",
+                      "http_put_response_hop_limit": 1}
+
+
+def encrypted_root(size_gib: int, tags: dict[str, str]) -> dict[str, object]:
+    """The root volume of every instance of the stack: gp3, encrypted, gone with it."""
+    return {"volume_type": "gp3", "volume_size": size_gib, "encrypted": True,
+            "delete_on_termination": True, "tags": tags}
+
+
 def debian_ami(pinned: str | None, instance_type: str,
                parent: pulumi.Resource) -> pulumi.Input[str]:
     """The pinned AMI, else the latest official Debian 12 image for the type's architecture."""
@@ -173,13 +185,8 @@ class NodePair(pulumi.ComponentResource):
             placement_group=placement.name, key_name=args.key_name,
             iam_instance_profile=args.instance_profile_name,
             primary_network_interface={"network_interface_id": service_eni.id},
-            # IMDSv2 only; hop limit 1 keeps the role's credentials out of containers
-            # (the ICON containers use bridge networking and need no IMDS).
-            metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 1},
-            root_block_device={"volume_type": "gp3", "volume_size": cfg.root_volume_gib,
-                               "encrypted": True, "delete_on_termination": True,
-                               "tags": tags("root")},
+            metadata_options=IMDSV2_HOP_LIMIT_1,
+            root_block_device=encrypted_root(cfg.root_volume_gib, tags("root")),
             disable_api_termination=cfg.termination_protection,
             # fence_aws fences by StopInstances: stop protection would disable STONITH.
             disable_api_stop=False,

@@ -41,12 +41,15 @@ def ssh(key: Path, user: str, host: str, command: str, *, input: str | None = No
     """Run `command` on host as pulumi-command's remote.Command does: one exec, stdin piped.
     With `host_key` (`ssh-ed25519 AAAA...`) only a host presenting that key is accepted; a
     mismatch exits 255 like an unreachable host (pulumi-command: a dial error)."""
+    def run_with(options: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        return run_proc(ns_argv(CLIENT_NS, "ssh", "-i", str(key), *SSH_OPTIONS, *options,
+                                f"{user}@{host}", command), timeout=timeout, input=input)
+
+    if not host_key:
+        return run_with(UNPINNED)
     with tempfile.NamedTemporaryFile("w", prefix="known_hosts.", dir=key.parent) as known:
-        if host_key:
-            known.write(f"{host} {host_key.strip()}\n")
-            known.flush()
-            pin = ("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known.name}",
-                   "-o", f"HostKeyAlgorithms={host_key.split()[0]}")
-        argv = ns_argv(CLIENT_NS, "ssh", "-i", str(key), *SSH_OPTIONS,
-                       *(pin if host_key else UNPINNED), f"{user}@{host}", command)
-        return run_proc(argv, timeout=timeout, input=input)
+        known.write(f"{host} {host_key.strip()}\n")
+        known.flush()
+        return run_with(("-o", "StrictHostKeyChecking=yes",
+                         "-o", f"UserKnownHostsFile={known.name}",
+                         "-o", f"HostKeyAlgorithms={host_key.split()[0]}"))

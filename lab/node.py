@@ -388,11 +388,23 @@ def processes(spec: NodeSpec) -> list[tuple[int, list[str]]]:
     return out
 
 
-def freeze(spec: NodeSpec) -> None:
-    """The node hangs: every process stops where it is (a kernel or hypervisor hang)."""
-    for pid in netns_pids(spec.ns):
+def freeze(spec: NodeSpec) -> list[int]:
+    """The node hangs: every process stops where it is (a kernel or hypervisor hang).
+    Returns the stopped pids, for thaw()."""
+    pids = netns_pids(spec.ns)
+    _signal(pids, signal.SIGSTOP)
+    return pids
+
+
+def thaw(pids: list[int]) -> None:
+    """The hang ends: the processes freeze() stopped run on."""
+    _signal(pids, signal.SIGCONT)
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
         try:
-            os.kill(pid, signal.SIGSTOP)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
 

@@ -14,8 +14,6 @@ derives from the token at start).
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,8 @@ from dataclasses import dataclass
 from lab.cluster import Lab
 from lab.drill import Drill
 from lab.netns import wait_for
-from lab.node import NodeSpec, exec_in, exec_proc, netns_pids
+from lab.node import NodeSpec, exec_in, exec_proc, freeze, thaw
+from prep_ha.cluster.model import consensus_ms
 
 TOKENS_MS = (1000, 2000, 3000)
 STALL_SHARES = (0.3, 0.5, 0.7, 0.9, 1.2)  # of the token
@@ -41,7 +40,7 @@ def set_token(lab: Lab, token_ms: int) -> None:
     Not a reload: knet keeps the link timeouts it derived from the token at start (a 1 s
     token set by `corosync-cfgtool -R` over 2 s survived a 0.8 s stall; restarted with it,
     0.5 s broke it)."""
-    consensus = -(-token_ms * 12 // 10)
+    consensus = consensus_ms(token_ms)
     for spec in lab.nodes:
         exec_in(spec, "sed", "-i", "-E", f"s/^([[:space:]]*token:).*/\\1 {token_ms}/; "
                 f"s/^([[:space:]]*consensus:).*/\\1 {consensus}/", "/etc/corosync/corosync.conf")
@@ -75,15 +74,9 @@ def ring_id(spec: NodeSpec) -> str:
 
 def stall(spec: NodeSpec, seconds: float) -> None:
     """Freeze every process of the node for `seconds`, then let it run on."""
-    pids = netns_pids(spec.ns)
-    for sig in (signal.SIGSTOP, signal.SIGCONT):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        if sig == signal.SIGSTOP:
-            time.sleep(seconds)
+    pids = freeze(spec)
+    time.sleep(seconds)
+    thaw(pids)
 
 
 def sweep(lab: Lab, tokens: tuple[int, ...] = TOKENS_MS,

@@ -171,6 +171,11 @@ def _vip_members(prefix: str, vip: str, prefix_len: int, unit: str,
     )
 
 
+def consensus_ms(token_ms: int) -> int:
+    """1.2 x token rounded up: corosync's rule is a lower bound."""
+    return -(-token_ms * 12 // 10)
+
+
 def build_model(cfg: StackConfig) -> ClusterModel:
     """The cluster of the guide, rebuilt for AWS, for the stack described by `cfg`."""
     nodes = tuple(
@@ -223,8 +228,7 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     return ClusterModel(
         corosync=Corosync(cluster_name=cfg.cluster_name, transport="knet",
                           token_ms=cfg.corosync_token_ms,
-                          # 1.2 x token rounded up: corosync's rule is a lower bound.
-                          consensus_ms=-(-cfg.corosync_token_ms * 12 // 10),
+                          consensus_ms=consensus_ms(cfg.corosync_token_ms),
                           two_node=qdevice is None, qdevice=qdevice),
         nodes=nodes,
         fence_devices=(fence,),

@@ -10,19 +10,16 @@ from typing import Any
 
 import pulumi
 
+from components.alerts import ClusterAlerts, ClusterAlertsArgs
 from components.arbiter import QuorumArbiter, QuorumArbiterArgs
 from components.cluster import PacemakerCluster, PacemakerClusterArgs
 from components.iam import NodeIam, NodeIamArgs
 from components.loadbalancer import PeerLoadBalancer, PeerLoadBalancerArgs
 from components.network import Network, NetworkArgs
-from components.node import SSH_USER, NodePair, NodePairArgs
+from components.node import NodePair, NodePairArgs
 from components.secrets import AdminSshKey, AdminSshKeyArgs, NodeSecrets, NodeSecretsArgs
 from prep_ha.config import KNOWN_KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config
-
-
-def ssh_files(cluster_name: str) -> tuple[str, str]:
-    """The admin key and the pinned host keys, in the user's SSH directory (not the repo)."""
-    return f"~/.ssh/{cluster_name}-admin", f"~/.ssh/{cluster_name}-known_hosts"
+from prep_ha.ops.shell import SSH_USER, known_hosts_lines, ssh_files
 
 
 def ssh_files_command(stack: str, cluster_name: str) -> str:
@@ -74,14 +71,20 @@ def main() -> None:
     refuse_key_in_config(cfg.stack)
 
     network = Network("network", NetworkArgs(config=cfg))
-    iam = NodeIam("node-iam", NodeIamArgs(cluster_name=cfg.cluster_name, region=cfg.region))
+    nlb = PeerLoadBalancer("peer-lb", PeerLoadBalancerArgs(
+        config=cfg, vpc_id=network.vpc_id, public_subnet_id=network.public_subnet_id,
+        internet_ready=network.internet_ready))
+    # Before the role: the nodes may publish to this topic (and its key) only.
+    alerts = ClusterAlerts("alerts", ClusterAlertsArgs(
+        config=cfg, load_balancer_arn_suffix=nlb.arn_suffix,
+        peer_target_group_arn_suffix=nlb.peer_target_group_arn_suffix))
+    iam = NodeIam("node-iam", NodeIamArgs(
+        cluster_name=cfg.cluster_name, region=cfg.region, alert_topic_arn=alerts.topic_arn,
+        alert_key_arn=alerts.key_arn))
     secrets = NodeSecrets("secrets", NodeSecretsArgs(
         config=cfg, reader_role_arn=iam.role_arn, reader_role_name=iam.role_name,
         vpc_id=network.vpc_id, endpoint_id=network.secrets_endpoint_id))
     ssh_key = AdminSshKey("admin-ssh", AdminSshKeyArgs(cluster_name=cfg.cluster_name))
-    nlb = PeerLoadBalancer("peer-lb", PeerLoadBalancerArgs(
-        config=cfg, vpc_id=network.vpc_id, public_subnet_id=network.public_subnet_id,
-        internet_ready=network.internet_ready))
     nodes = NodePair("nodes", NodePairArgs(
         config=cfg,
         service_subnet_id=network.service_subnet_id,
@@ -96,6 +99,7 @@ def main() -> None:
         keystore_secret_arn=secrets.keystore_secret_arn,
         keystore_password_secret_arn=secrets.keystore_password_secret_arn,
         hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
+        alert_topic_arn=alerts.topic_arn,
         boot_after=[network, iam, secrets],
         internet_ready=network.internet_ready,
     ))
@@ -120,14 +124,14 @@ def main() -> None:
     pulumi.export("citizenVip", cfg.citizen_vip)
     pulumi.export("nlbDnsName", nlb.dns_name)
     pulumi.export("nlbPublicIp", nlb.public_ip)
+    pulumi.export("alertTopicArn", alerts.topic_arn)
     pulumi.export("instanceIds", dict(zip(cfg.node_names, nodes.instance_ids, strict=True)))
     pulumi.export("managementIps", dict(zip(cfg.node_names, nodes.ssh_hosts, strict=True)))
     pulumi.export("sshKeyCommand", ssh_files_command(cfg.stack, cfg.cluster_name))
     # The host keys the nodes install at first boot (prep-ha-ssh-host-key), known_hosts lines.
     pulumi.export("sshKnownHosts", pulumi.Output.all(*nodes.ssh_hosts,
                                                      *secrets.ssh_host_public_keys).apply(
-        lambda v: "".join(f"{host} {key.strip()}\n" for host, key in zip(
-            v[:len(v) // 2], v[len(v) // 2:], strict=True))))
+        lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:])))
     pulumi.export("sshCommand", {n: ssh(h) for n, h in zip(cfg.node_names, nodes.ssh_hosts,
                                                             strict=True)})
     pulumi.export("pcsStatusCommand", ssh(nodes.ssh_hosts[0], " sudo pcs status --full"))

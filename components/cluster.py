@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import model_digest, render_script
 from prep_ha.config import StackConfig
+from prep_ha.ops.shell import KNOWN_HOSTS_ENV, NODES_ENV, known_hosts_lines
 
 # Runs as the SSH user on each node before anything touches the cluster. Every failure names
 # what is wrong: cloud-init's own error, or the boot services the bootstrap depends on.
@@ -49,6 +50,14 @@ SETUP = "sudo bash -s setup"
 # pcs stops resources, then pacemaker, then corosync on both nodes: no fencing on the way down.
 STOP_CLUSTER = "sudo pcs cluster stop --all --request-timeout=300"
 HEALTH = "sudo bash -s health"
+
+
+def roll_command(cfg: StackConfig) -> str:
+    """Runs where `pulumi up` runs, like keystore-put: it talks to both nodes in turn, which
+    no single remote Command can. The image is on the command line, so `pulumi preview
+    --diff` shows which image will roll."""
+    return (f"python3 -m prep_ha roll --stack {cfg.stack} --image {cfg.icon_image} "
+            "--key-stdin")
 
 
 @dataclass
@@ -112,6 +121,24 @@ class PacemakerCluster(pulumi.ComponentResource):
             f"{name}-health", connection=connections[0], create=HEALTH, update=HEALTH,
             stdin=script, triggers=[model_digest(model)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cib_push]))
+        # User-data acts at first boot only: a new iconImageTag reaches running nodes through
+        # this roll (prep_ha/ops/roll.py), after the cluster is found healthy, one node at a
+        # time with one planned switchover. It changes nothing when both nodes already run
+        # the image, and brings a replaced node, booted from older user-data, up to date.
+        hosts = pulumi.Output.all(*args.ssh_hosts)
+        self.image_roll = local.Command(
+            f"{name}-image-roll", create=roll_command(cfg), update=roll_command(cfg),
+            environment={
+                NODES_ENV: hosts.apply(lambda h: " ".join(
+                    f"{n}={a}" for n, a in zip(cfg.node_names, h, strict=True))),
+                KNOWN_HOSTS_ENV: pulumi.Output.all(*args.ssh_hosts, *args.ssh_host_keys).apply(
+                    lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:])),
+            },
+            # The admin key reaches the command on stdin only (never argv or environment),
+            # secret in the state (the policy pack admits a key only in a secret field).
+            stdin=pulumi.Output.secret(args.ssh_private_key),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.health],
+                                        additional_secret_outputs=["stdin"]))
         self.script = pulumi.Output.from_input(script)
         self.pcs_status_command = pulumi.Output.concat(
             "ssh ", args.ssh_user, "@", args.ssh_hosts[0], " sudo pcs status --full")

@@ -8,6 +8,9 @@ From the agents shipped in Debian 12 (fence-agents 4.12, resource-agents 4.12):
 - prep-ha-secret: secretsmanager:GetSecretValue on this stack's secrets, and kms:Decrypt of the
   keystore's customer-managed key through Secrets Manager only. That policy is attached by
   components/secrets.py, which owns the secrets and who may read them.
+- prep-ha-alert (the Pacemaker alert agent, run as root through sudo): sns:Publish to the
+  stack's alert topic, whose key it uses only through SNS, and cloudwatch:PutMetricData into
+  the project's namespace only.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.alerts import METRIC_NAMESPACE
 from components.tags import CLUSTER_TAG, cluster_tags
 
 
@@ -88,10 +92,44 @@ def read_secrets_policy(secret_arns: Sequence[str], kms_key_arn: str,
     }
 
 
+def alerts_policy(topic_arn: str, key_arn: str, region: str) -> dict[str, Any]:
+    """Publish to this stack's alert topic only. PutMetricData has no resource-level scoping:
+    the namespace condition keeps the role from writing (or faking) any other metric."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublishStackAlerts",
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": [topic_arn],
+            },
+            {
+                # Publishing to an encrypted topic makes SNS generate a data key as the caller.
+                "Sid": "EncryptAlertsViaSns",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+                "Resource": [key_arn],
+                "Condition": {"StringEquals": {"kms:ViaService": f"sns.{region}.amazonaws.com"}},
+            },
+            {
+                "Sid": "PutAlertMetrics",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
+            },
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class NodeIamArgs:
     cluster_name: str
     region: str
+    # components/alerts.py ClusterAlerts.topic_arn and .key_arn.
+    alert_topic_arn: pulumi.Input[str]
+    alert_key_arn: pulumi.Input[str]
 
 
 class NodeIam(pulumi.ComponentResource):
@@ -116,6 +154,11 @@ class NodeIam(pulumi.ComponentResource):
             f"{name}-fencing-and-vip", role=role.id,
             policy=partition.apply(lambda p: json.dumps(
                 fencing_and_vip_policy(args.cluster_name, args.region, p))),
+            opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-alerts", role=role.id,
+            policy=pulumi.Output.all(args.alert_topic_arn, args.alert_key_arn).apply(
+                lambda v: json.dumps(alerts_policy(v[0], v[1], args.region))),
             opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags,
                                           opts=child)

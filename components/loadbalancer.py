@@ -39,6 +39,10 @@ class PeerLoadBalancerArgs:
 class PeerLoadBalancer(pulumi.ComponentResource):
     dns_name: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    # CloudWatch's LoadBalancer and TargetGroup dimensions (components/alerts.py); the peer's
+    # group is the P2P one, the endpoint the P-Rep registered on chain.
+    arn_suffix: pulumi.Output[str]
+    peer_target_group_arn_suffix: pulumi.Output[str]
 
     def __init__(self, name: str, args: PeerLoadBalancerArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -61,6 +65,7 @@ class PeerLoadBalancer(pulumi.ComponentResource):
             enable_deletion_protection=cfg.termination_protection,
             tags=cluster_tags(cfg.cluster_name, f"{cfg.cluster_name}-nlb"), opts=after_igw)
 
+        groups: dict[str, aws.lb.TargetGroup] = {}
         for label, port in (("p2p", ICON_P2P_PORT), ("rpc", ICON_RPC_PORT)):
             target_group = aws.lb.TargetGroup(
                 f"{name}-{label}", port=port, protocol="TCP", target_type="ip",
@@ -76,6 +81,7 @@ class PeerLoadBalancer(pulumi.ComponentResource):
                     "healthy_threshold": 2, "unhealthy_threshold": 2,
                 },
                 tags=cluster_tags(cfg.cluster_name, f"{cfg.cluster_name}-{label}"), opts=child)
+            groups[label] = target_group
             aws.lb.TargetGroupAttachment(
                 f"{name}-{label}-peer-vip", target_group_arn=target_group.arn,
                 target_id=cfg.peer_vip, port=port, opts=child)
@@ -86,4 +92,8 @@ class PeerLoadBalancer(pulumi.ComponentResource):
 
         self.dns_name = nlb.dns_name
         self.public_ip = eip.public_ip
-        self.register_outputs({"dnsName": nlb.dns_name, "publicIp": eip.public_ip})
+        self.arn_suffix = nlb.arn_suffix
+        self.peer_target_group_arn_suffix = groups["p2p"].arn_suffix
+        self.register_outputs({"dnsName": nlb.dns_name, "publicIp": eip.public_ip,
+                               "arnSuffix": nlb.arn_suffix,
+                               "peerTargetGroupArnSuffix": groups["p2p"].arn_suffix})

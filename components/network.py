@@ -21,6 +21,8 @@ SSH_PORT = 22
 ICON_P2P_PORT = 7100
 ICON_RPC_PORT = 9000
 HTTPS_PORT = 443
+# prometheus-hacluster-exporter (cloud-init/files/ha-cluster-exporter.conf).
+HACLUSTER_EXPORTER_PORT = 9664
 ANYWHERE = "0.0.0.0/0"
 
 
@@ -124,6 +126,11 @@ class Network(pulumi.ComponentResource):
         self._ingress(management_sg, "ssh", "tcp", (SSH_PORT, SSH_PORT), list(cfg.admin_cidrs),
                       "SSH from admins")
         # No pcsd here: admins run pcs on a node over SSH, so pcsd never faces the internet.
+        # Cluster metrics for a Prometheus inside the management subnet; never from the
+        # admin networks (the management Elastic IPs face the internet).
+        self._ingress(management_sg, "hacluster-exporter", "tcp",
+                      (HACLUSTER_EXPORTER_PORT, HACLUSTER_EXPORTER_PORT),
+                      [cfg.management_subnet_cidr], "prometheus-hacluster-exporter")
         self._egress(management_sg, ANYWHERE, "replies to admins via the management route")
 
         self.secrets_endpoint_id = self._secrets_endpoint(vpc_id, service)

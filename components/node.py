@@ -20,7 +20,6 @@ from prep_ha.userdata import NodeUserData, encode_user_data, render_user_data
 
 # Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_AMI_OWNER = "136693071363"
-SSH_USER = "admin"
 # Attached as /dev/sdf; Nitro renames it to an nvme device, which the node finds by
 # volume id (cloud-init/files/prep-ha-data-volume).
 DATA_DEVICE = "/dev/sdf"
@@ -82,6 +81,8 @@ class NodePairArgs:
     keystore_secret_arn: pulumi.Input[str]
     keystore_password_secret_arn: pulumi.Input[str]
     hacluster_password_secret_arn: pulumi.Input[str]
+    # The stack's SNS topic, for the nodes' Pacemaker alert agent (components/alerts.py).
+    alert_topic_arn: pulumi.Input[str]
     # First boot installs packages and reads secrets once: the NAT route, the role's
     # policies and the secret versions must exist before the instances start.
     boot_after: Sequence[pulumi.Resource]
@@ -171,14 +172,15 @@ class NodePair(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             data_volume.id, args.p2p_public_ip, args.keystore_secret_arn,
             args.keystore_password_secret_arn, args.hacluster_password_secret_arn,
+            args.alert_topic_arn,
         ).apply(lambda v: encode_user_data(render_user_data(NodeUserData(
             node_name=node_name, region=cfg.region, icon_network=cfg.icon_network,
-            icon_image=f"iconloop/icon2-node:{cfg.icon_image_tag}", data_volume_id=v[0],
+            icon_image=cfg.icon_image, data_volume_id=v[0],
             heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
             management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
             peer_vip=cfg.peer_vip, citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
-            hacluster_secret_id=v[4]))))
+            hacluster_secret_id=v[4], alert_topic_arn=v[5]))))
 
         instance = aws.ec2.Instance(
             f"{prefix}-instance", ami=ami_id, instance_type=cfg.instance_type,

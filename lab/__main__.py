@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "(or on a fresh one with --stack, torn down after)")
     drill.add_argument("--stack")
     drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, "
-                       "links; with the arbiter also split, arbiter, arbiter-split")
+                       "links; with the arbiter also split, arbiter, arbiter-split; "
+                       "operations: switchover, upgrade, roll-refused")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)

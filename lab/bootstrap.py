@@ -1,4 +1,6 @@
-"""The lab's pulumi-command: the program's declared remote.Commands, run as `pulumi up` runs them.
+"""The lab's pulumi-command: the program's declared Commands, run as `pulumi up` runs them.
+
+Local Commands that follow a remote one (the image roll) run here too, on the client.
 
 Each Command's `create` (or `update` on a second `up`) goes over SSH to the host it names, with
 its `stdin`, in the order the program declared them, pinning the host key the Command's
@@ -9,6 +11,8 @@ Command and showing its output, which is what an operator would see.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +20,10 @@ from pathlib import Path
 
 from lab.client import SSH_UNREACHABLE, ssh
 from lab.deploy import Command
-from lab.netns import LabError
+from lab.netns import LabError, ns_argv, run_proc
+from lab.topology import CLIENT_NS
+
+REPO = Path(__file__).resolve().parent.parent
 
 DIAL_ERROR_LIMIT = 60  # components/cluster.py
 DIAL_PAUSE = 5
@@ -30,10 +37,24 @@ class CommandRun:
     stderr: str
 
 
+def run_local(cmd: Command, key: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """A local Command: a shell on the operator's machine (the client), in the project
+    directory, with the Command's environment; the admin key on stdin if it asked for it."""
+    stdin = key.read_text() if cmd.stdin_is_admin_key else cmd.stdin
+    return run_proc(ns_argv(CLIENT_NS, "/bin/sh", "-c", text), timeout=3600, input=stdin,
+                    cwd=str(REPO), env={**os.environ, **(cmd.environment or {})})
+
+
 def run_command(cmd: Command, key: Path, *, update: bool = False,
                 stdin: str | None = None) -> CommandRun:
     text = (cmd.update or cmd.create) if update else cmd.create
     t0 = time.monotonic()
+    if cmd.local:
+        proc = run_local(cmd, key, text)
+        if proc.returncode != 0:
+            raise LabError(f"`pulumi up` fails: local Command {cmd.name} exited "
+                           f"{proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        return CommandRun(cmd.name, time.monotonic() - t0, proc.stdout, proc.stderr)
     for _ in range(DIAL_ERROR_LIMIT):
         proc = ssh(key, cmd.user, cmd.host, text, input=stdin if stdin is not None else cmd.stdin,
                    host_key=cmd.host_key)

@@ -42,6 +42,7 @@ __all__ = ["Command", "Deployment", "ElasticIp", "Eni", "MotoCloud", "Node", "Vo
            "deploy", "main", "seed_debian_amis"]
 
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
 INSTANCE = "aws:ec2/instance:Instance"
 NODE_TAG = "prep-ha:node"
 
@@ -135,6 +136,10 @@ class Command:
     depends_on: list[str]  # names of the Commands it waits for
     host_key: str | None = None  # the public host key the connection pins
     private_key: str | None = _memory_only()
+    # A command:local:Command the lab runs where the operator sits, in order with the rest.
+    local: bool = False
+    # Its stdin was the admin SSH key (a secret): not kept here, the lab passes its key file.
+    stdin_is_admin_key: bool = False
 
 
 @dataclass
@@ -243,7 +248,13 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
 
     by_key = {r.key: r for r in run.resources}
     commands = []
-    for c in run.of_type(COMMAND):
+    for c in run.resources:
+        if c.type == LOCAL_COMMAND and c.name in cloud.deferred_local_commands:
+            commands.append(_local(c, cloud.ssh_private_key, [
+                by_key[k].name for k in c.depends_on if k in by_key
+                and by_key[k].type == COMMAND]))
+        if c.type != COMMAND:
+            continue
         conn = c.inputs.get("connection") or {}
         commands.append(Command(
             name=c.name, host=conn.get("host", ""), user=conn.get("user", "root"),
@@ -277,6 +288,18 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
         outputs={k: v for k, v in run.outputs.items() if k not in run.secret_outputs},
         secret_values=dict(cloud.secret_values), generated_passwords=dict(cloud.passwords),
         run=run)
+
+
+def _local(c: Any, admin_key: str, depends_on: list[str]) -> Command:
+    stdin = c.inputs.get("stdin")
+    if stdin is not None and c.is_secret("stdin") and stdin.strip() != admin_key.strip():
+        raise ValueError(f"local Command {c.name}: a secret stdin that is not the admin key")
+    secret = stdin is not None and c.is_secret("stdin")
+    return Command(name=c.name, host="", user="", port=0, create=c.inputs.get("create", ""),
+                   update=c.inputs.get("update"), delete=c.inputs.get("delete"),
+                   stdin=None if secret else stdin, triggers=c.inputs.get("triggers"),
+                   environment=c.inputs.get("environment"), depends_on=depends_on,
+                   local=True, stdin_is_admin_key=secret)
 
 
 def deploy(stack: str, *, endpoint: str, ca_bundle: str | None, region: str,

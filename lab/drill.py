@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lab import operations
 from lab.client import probe
 from lab.cloud import read_events
 from lab.cluster import Lab
@@ -322,6 +323,9 @@ class Drill:
         if self.lab.arbiter is not None:
             cases.update({"split": self.split_with_arbiter, "arbiter": self.arbiter_lost,
                           "arbiter-split": self.arbiter_lost_then_split})
+        cases.update({"switchover": lambda: operations.switchover_case(self),
+                      "upgrade": lambda: operations.upgrade_case(self),
+                      "roll-refused": lambda: operations.refused_roll_case(self)})
         return cases
 
     def run(self, names: list[str] | None = None, echo: Callable[[str], None] = print,

@@ -18,8 +18,11 @@ Real in moto:
   puts Debian's images into moto, else one is registered), getInternetGateway (describe).
   aws:kms Key; aws:secretsmanager SecretPolicy (stored; moto enforces no resource policy);
   aws:ec2 VpcEndpoint (recorded; the lab's DNS sends every AWS API name to moto anyway).
+  aws:sns Topic, TopicSubscription; aws:cloudwatch MetricAlarm (moto never evaluates it:
+  lab/alerts.py reads what the nodes' alert agent published). Invoke getCallerIdentity.
 Run here: command:local:Command (`create` in a shell in the project directory, as
-  pulumi-command runs it on the operator's machine, with AWS_ENDPOINT_URL set to moto).
+  pulumi-command runs it on the operator's machine, with AWS_ENDPOINT_URL set to moto),
+  unless registered after a remote Command: then the lab runs it with the remote ones.
 Not cloud resources, answered here: tls PrivateKey (the admin key is the caller's ed25519 key
   pair, other keys are generated; with the provider's fingerprint and PEM outputs), random
   RandomPassword (fresh per deploy, kept in memory for leak searches).
@@ -164,12 +167,17 @@ class MotoCloud:
         self.ec2, self.iam = client("ec2"), client("iam")
         self.secretsmanager, self.elbv2 = client("secretsmanager"), client("elbv2")
         self.kms = client("kms")
+        self.sns, self.cloudwatch, self.sts = client("sns"), client("cloudwatch"), client("sts")
         # What a local Command's process needs to reach this cloud as the operator's
         # machine reaches AWS (boto3 honours AWS_ENDPOINT_URL and AWS_CA_BUNDLE).
         self.local_env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "lab",
                           "AWS_SECRET_ACCESS_KEY": "lab", "AWS_DEFAULT_REGION": region,
                           **({"AWS_CA_BUNDLE": ca_bundle} if ca_bundle else {})}
         self.local_outputs: dict[str, str] = {}
+        # Local Commands registered after a remote one may need the nodes (the image roll):
+        # they are left for the lab to run after the remote ones, as the engine would.
+        self.remote_commands_seen = False
+        self.deferred_local_commands: list[str] = []
         self.ssh_private_key, self.ssh_public_key = ssh_key
         self.fake = FakeCloud(region)
         # Generated here, per deploy; never written anywhere by this module.
@@ -185,6 +193,10 @@ class MotoCloud:
             filters = [{"Name": f["name"], "Values": f["values"]} for f in args.get("filters", [])]
             [igw] = self.ec2.describe_internet_gateways(Filters=filters)["InternetGateways"]
             return {"id": igw["InternetGatewayId"], "internetGatewayId": igw["InternetGatewayId"]}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            me = self.sts.get_caller_identity()
+            return {"id": me["Account"], "accountId": me["Account"], "arn": me["Arn"],
+                    "userId": me["UserId"]}
         return self.fake.call(token, args)
 
     def _get_ami(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +221,8 @@ class MotoCloud:
     # -- resources ------------------------------------------------------------------------
     def new_resource(self, type_: str, name: str,
                      inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if type_ == "command:remote:Command":
+            self.remote_commands_seen = True
         handler = self._handlers().get(type_)
         if handler is None:
             return self.fake.new_resource(type_, name, inputs)
@@ -246,6 +260,9 @@ class MotoCloud:
             "aws:lb/targetGroup:TargetGroup": self._target_group,
             "aws:lb/targetGroupAttachment:TargetGroupAttachment": self._target_group_attachment,
             "aws:lb/listener:Listener": self._listener,
+            "aws:sns/topic:Topic": self._sns_topic,
+            "aws:sns/topicSubscription:TopicSubscription": self._sns_subscription,
+            "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
             "tls:index/privateKey:PrivateKey": self._private_key,
             "random:index/randomPassword:RandomPassword": self._random_password,
         }
@@ -577,8 +594,13 @@ class MotoCloud:
     def _local_command(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Run `create` as pulumi-command's local.Command does: a shell on this (the
         operator's) machine, in the project directory, with this process's environment; a
-        non-zero exit fails the deploy, with the command's output."""
+        non-zero exit fails the deploy, with the command's output. One registered after a
+        remote Command is deferred: the lab runs it later, in order (lab/bootstrap.py)."""
         import subprocess
+
+        if self.remote_commands_seen:
+            self.deferred_local_commands.append(name)
+            return self.fake.new_resource("command:local:Command", name, i)
 
         from lab.program import PROJECT_DIR
 
@@ -653,6 +675,41 @@ class MotoCloud:
             LoadBalancerArn=i["loadBalancerArn"], Protocol=i["protocol"], Port=int(i["port"]),
             DefaultActions=actions)["Listeners"][0]
         return listener["ListenerArn"], {"arn": listener["ListenerArn"]}
+
+    def _sns_topic(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        attributes = {api: str(i[key]) for key, api in (
+            ("kmsMasterKeyId", "KmsMasterKeyId"), ("displayName", "DisplayName")) if i.get(key)}
+        arn = self.sns.create_topic(
+            Name=i.get("name") or _autoname(name), Attributes=attributes,
+            Tags=[{"Key": k, "Value": v} for k, v in (i.get("tags") or {}).items()])["TopicArn"]
+        return arn, {"arn": arn, "name": arn.rsplit(":", 1)[-1]}
+
+    def _sns_subscription(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # An email subscription stays pending, as in AWS until its link is followed.
+        arn = self.sns.subscribe(TopicArn=i["topic"], Protocol=i["protocol"],
+                                 Endpoint=i["endpoint"],
+                                 ReturnSubscriptionArn=True)["SubscriptionArn"]
+        return arn, {"arn": arn}
+
+    def _metric_alarm(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        alarm = i.get("name") or _autoname(name)
+        kwargs: dict[str, Any] = {
+            "AlarmName": alarm, "EvaluationPeriods": int(i["evaluationPeriods"]),
+            "ComparisonOperator": i["comparisonOperator"],
+            "Dimensions": [{"Name": k, "Value": v}
+                           for k, v in (i.get("dimensions") or {}).items()],
+            "Tags": [{"Key": k, "Value": v} for k, v in (i.get("tags") or {}).items()]}
+        for key, api in (("namespace", "Namespace"), ("metricName", "MetricName"),
+                         ("statistic", "Statistic"), ("period", "Period"),
+                         ("threshold", "Threshold"), ("datapointsToAlarm", "DatapointsToAlarm"),
+                         ("treatMissingData", "TreatMissingData"),
+                         ("alarmDescription", "AlarmDescription"),
+                         ("alarmActions", "AlarmActions"), ("okActions", "OKActions")):
+            if i.get(key) is not None:
+                kwargs[api] = _number(i[key])
+        self.cloudwatch.put_metric_alarm(**kwargs)
+        [found] = self.cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]
+        return alarm, {"arn": found["AlarmArn"], "name": alarm}
 
     def _private_key(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The admin key is the caller's (the lab logs in with it); any other key (the nodes'

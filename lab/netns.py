@@ -29,11 +29,12 @@ class LabError(RuntimeError):
 
 
 def run_proc(argv: Sequence[str], *, timeout: float = 60, input: str | None = None,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+             env: dict[str, str] | None = None,
+             cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command, bounded in time, and return whatever it did."""
     try:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              input=input, env=env, check=False)
+                              input=input, env=env, cwd=cwd, check=False)
     except subprocess.TimeoutExpired as e:
         raise LabError(f"{' '.join(argv)} timed out after {timeout}s") from e
 

@@ -1,10 +1,13 @@
 """Operator commands: `python -m prep_ha simulate|render --stack NAME` need no cloud;
-`python -m prep_ha put-keystore --stack NAME` stores the validator key (prep_ha/keystore.py)."""
+`python -m prep_ha put-keystore --stack NAME` stores the validator key (prep_ha/keystore.py);
+`python -m prep_ha switchover|roll --stack NAME` operate the running pair (prep_ha/ops)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from prep_ha import keystore
@@ -18,7 +21,11 @@ from prep_ha.cluster.simulate import (
     missing_tools,
     scenarios,
 )
-from prep_ha.config import ConfigError, load_stack_file
+from prep_ha.config import ConfigError, StackConfig, load_stack_file
+from prep_ha.ops import shell
+from prep_ha.ops.pair import Pair
+from prep_ha.ops.roll import roll
+from prep_ha.ops.switchover import switchover
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +53,21 @@ def _simulate(model_stack: str) -> int:
     return 0
 
 
+def _operate(cfg: StackConfig, args: argparse.Namespace) -> int:
+    if getattr(args, "key_stdin", False):
+        context = shell.from_environment(os.environ, sys.stdin.read())
+    else:
+        context = nullcontext(shell.from_stack(cfg.stack, cfg.cluster_name,
+                                               list(cfg.node_names)))
+    with context as nodes:
+        the_pair = Pair(nodes, cfg, echo=lambda line: print(line, flush=True))
+        if args.command == "switchover":
+            switchover(the_pair)
+        else:
+            roll(the_pair, args.image or cfg.icon_image)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prep_ha", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                      f"(or ${keystore.PASSWORD_FILE_ENV}); without it the password is asked")
     put.add_argument("--if-unset", action="store_true",
                      help="do nothing if both secrets already hold a value")
+    sub.add_parser("switchover", help="move Peer to the other node (planned, no fencing)"
+                   ).add_argument("--stack", required=True, help="stack name")
+    roll_p = sub.add_parser("roll", help="roll the stack's ICON image through the pair "
+                            "(`pulumi up` runs this when iconImageTag changes)")
+    roll_p.add_argument("--stack", required=True, help="stack name")
+    roll_p.add_argument("--image", help="default: the stack's iconImageTag")
+    roll_p.add_argument("--key-stdin", action="store_true", help="the stack's roll Command: "
+                        f"SSH key on stdin, nodes in ${shell.NODES_ENV} and "
+                        f"${shell.KNOWN_HOSTS_ENV}")
     args = parser.parse_args(argv)
     try:
         if args.command == "simulate":
@@ -70,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             names = keystore.KeySecrets(cfg.keystore_secret_name,
                                         cfg.keystore_password_secret_name, cfg.region)
             return keystore.main(names, args.keystore, args.password_file, args.if_unset)
+        if args.command in ("switchover", "roll"):
+            return _operate(cfg, args)
         print(render_script(build_model(cfg), hacluster_secret_id=cfg.hacluster_secret_name),
               end="")
         return 0
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, shell.OpsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -47,6 +47,7 @@ KNOWN_KEYS = (
     "arbiterSubnetCidr",
     "arbiterInstanceType",
     "corosyncTokenMs",
+    "alertEmail",
     "keystore",
     "keystorePassword",
 )
@@ -76,6 +77,8 @@ MIN_TOKEN_MS = 1000
 MAINNET_MIN_TOKEN_MS = 2000
 MAX_TOKEN_MS = 30000
 DEFAULT_ARBITER_TYPE = "t4g.micro"
+# One mailbox, as SNS takes it: no display name, no list (subscribe a team alias instead).
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 
 class ConfigError(ValueError):
@@ -132,6 +135,13 @@ class StackConfig:
     arbiter_instance_type: str
     corosync_token_ms: int
     nodes: tuple[NodeAddresses, NodeAddresses] = field(repr=False)
+    # Subscribed to the alert topic (components/alerts.py); None: the topic has no subscriber.
+    alert_email: str | None = None
+
+    @property
+    def icon_image(self) -> str:
+        """What the nodes run; `pulumi up` rolls a change through the pair (prep_ha/ops)."""
+        return f"iconloop/icon2-node:{self.icon_image_tag}"
 
     @property
     def arbiter_ip(self) -> str:
@@ -259,6 +269,17 @@ def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
     if str(value).lower() in ("true", "false"):
         return str(value).lower() == "true"
     raise ConfigError(key, f"{value!r} is not true or false", "write true or false")
+
+
+def _email(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _EMAIL.fullmatch(value):
+        raise ConfigError(key, f"{value!r} is not one email address",
+                          "write a single address such as ops@example.com (for several people, "
+                          "a list address), or remove the key")
+    return value
 
 
 def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> StackConfig:
@@ -409,7 +430,7 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,
         termination_protection=protection, quorum_arbiter=arbiter,
         arbiter_subnet_cidr=str(arbiter_net), arbiter_instance_type=arbiter_type,
-        corosync_token_ms=token, nodes=nodes,
+        corosync_token_ms=token, nodes=nodes, alert_email=_email(raw, "alertEmail"),
     )
 
 

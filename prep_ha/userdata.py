@@ -30,6 +30,10 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("prep-ha-network", "/usr/local/sbin/prep-ha-network", "0755"),
     ("prep-ha-holds-peer", "/usr/local/sbin/prep-ha-holds-peer", "0755"),
     ("prep-ha-fence-restart", "/usr/local/sbin/prep-ha-fence-restart", "0755"),
+    ("prep-ha-alert", "/usr/local/sbin/prep-ha-alert", "0755"),
+    ("prep-ha-alert.sudoers", "/etc/sudoers.d/prep-ha-alert", "0440"),
+    ("ha-cluster-exporter.conf",
+     "/etc/systemd/system/ha_cluster_exporter.service.d/prep-ha.conf", "0644"),
     ("prep-ha-hacluster", "/usr/local/sbin/prep-ha-hacluster", "0755"),
     ("prep-ha-firewall", "/usr/local/sbin/prep-ha-firewall", "0755"),
     ("prep-ha-firewall.service", "/etc/systemd/system/prep-ha-firewall.service", "0644"),
@@ -41,6 +45,8 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("prep-ha-hacluster-password.service",
      "/etc/systemd/system/prep-ha-hacluster-password.service", "0644"),
     ("prep-ha-pull-image.service", "/etc/systemd/system/prep-ha-pull-image.service", "0644"),
+    ("icon-image.env", "/etc/prep-ha/icon-image.env", "0644"),
+    ("prep-ha-image", "/usr/local/sbin/prep-ha-image", "0755"),
     ("peer.yml", "/etc/prep-ha/peer.yml", "0644"),
     ("ctz.yml", "/etc/prep-ha/ctz.yml", "0644"),
     ("peer.service", "/etc/systemd/system/peer.service", "0644"),
@@ -76,6 +82,9 @@ class NodeUserData:
     keystore_secret_id: str
     keystore_password_secret_id: str
     hacluster_secret_id: str
+    # Where prep-ha-alert publishes; empty (lab/image.py, which only reads the packages):
+    # the agent still counts events as metrics.
+    alert_topic_arn: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,8 @@ def _values(node: NodeUserData) -> dict[str, str]:
     values["heartbeat_prefix"] = str(heartbeat.prefixlen)
     # AWS puts a subnet's router at its network address + 1.
     values["management_gateway"] = str(management.network_address + 1)
+    # Node names are <clusterName>-<n> (StackConfig.node_names).
+    values["cluster_name"] = node.node_name.rsplit("-", 1)[0]
     return values
 
 

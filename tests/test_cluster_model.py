@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from prep_ha.cluster.model import (
+    ALERT_AGENT,
     CTZ_GROUP,
     FENCE_RESTART,
     HOLDS_PEER,
@@ -69,7 +70,9 @@ def test_model_holds_the_safety_rules(stack):
     assert m.property("priority-fencing-delay") is None
     # Fencing ends when the node is off; the alert powers it on again.
     assert m.property("stonith-action") == "off"
-    assert [a.path for a in m.alerts] == [FENCE_RESTART]
+    assert [a.path for a in m.alerts] == [FENCE_RESTART, ALERT_AGENT]
+    # The peer's service resource, whose start/stop prep-ha-alert reports as Peer start/stop.
+    assert m.group(PEER_GROUP).members[-1].id == "peer-service"
     assert m.property("no-quorum-policy") == "freeze"
     assert [r.agent for r in m.group(PEER_GROUP).members] == [
         "ocf:heartbeat:awsvip", "ocf:heartbeat:IPaddr2", "systemd:peer"]

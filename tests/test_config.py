@@ -157,6 +157,14 @@ RULES = [
                  {"corosyncTokenMs": 60000}, id="token-too-long"),
     pytest.param("testnet", "corosyncTokenMs", "at least 1000 ms",
                  {"corosyncTokenMs": "fast"}, id="token-not-a-number"),
+    pytest.param("testnet", "alertEmail", "ops@example.com", {"alertEmail": "ops.example.com"},
+                 id="alert-email-without-at"),
+    pytest.param("testnet", "alertEmail", "a list address",
+                 {"alertEmail": "a@example.com, b@example.com"}, id="alert-email-two-addresses"),
+    pytest.param("testnet", "alertEmail", "single address",
+                 {"alertEmail": "Ops <ops@example.com>"}, id="alert-email-display-name"),
+    pytest.param("testnet", "alertEmail", "remove the key", {"alertEmail": ["ops@example.com"]},
+                 id="alert-email-not-a-string"),
 ]
 
 
@@ -207,3 +215,10 @@ def test_unknown_key_in_stack_config_reaches_validation():
     with pytest.raises(ConfigError) as err:
         run_stack("testnet", {"adminCidr": ["203.0.113.0/28"]})
     assert err.value.key == "adminCidr"
+
+
+def test_alert_email_is_optional():
+    assert load("testnet", alertEmail=DROP).alert_email is None
+    assert load("testnet", alertEmail="").alert_email is None
+    assert load("mainnet", alertEmail="p-rep.ops+ha@example.co.uk").alert_email == \
+        "p-rep.ops+ha@example.co.uk"

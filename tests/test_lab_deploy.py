@@ -225,8 +225,15 @@ def test_commands_in_order_with_the_programs_script(deployment):
     assert push.create == (f"sudo env PREP_HA_INSTANCE_ID_1={ids[0]} "
                            f"PREP_HA_INSTANCE_ID_2={ids[1]} bash -s push")
     assert setup.host == push.host == deployment.nodes[0].management_eip.public_ip
+    remote = [c for c in deployment.commands if not c.local]
     assert all(c.user == "admin" and c.private_key and "PRIVATE KEY" in c.private_key
-               for c in deployment.commands)
+               for c in remote)
+    # The image roll: a local Command after the health check, run by the lab on the client;
+    # its secret stdin (the admin key) is not kept in the deployment.
+    [roll] = [c for c in deployment.commands if c.local]
+    assert names[-1] == roll.name == "pacemaker-image-roll"
+    assert roll.depends_on == ["pacemaker-health"]
+    assert roll.stdin is None and roll.stdin_is_admin_key
 
 
 def test_registration_respects_depends_on_and_references(deployment):
@@ -268,7 +275,7 @@ def test_registration_respects_depends_on_and_references(deployment):
     for secret_version in deployment.run.of_type(
             "aws:secretsmanager/secretVersion:SecretVersion"):
         assert position[secret_version.key] < instance
-    [put] = deployment.run.of_type("command:local:Command")
+    put = deployment.run.by_name("command:local:Command", "secrets-keystore-put")
     assert position[put.key] < instance
 
 

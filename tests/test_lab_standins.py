@@ -55,6 +55,9 @@ class Node:
             if entry["path"].startswith("/etc/"):
                 self.path(entry["path"]).parent.mkdir(parents=True, exist_ok=True)
                 self.path(entry["path"]).write_text(entry["content"])
+        # The units' EnvironmentFile: compose takes the image from it (prep-ha-image).
+        image_env = self.path("/etc/prep-ha/icon-image.env").read_text()
+        self.env.update(line.split("=", 1) for line in image_env.splitlines() if "=" in line)
         for d in ("/app/icon/data", "/app/icon/peer/config", "/app/icon/peer/logs",
                   "/app/icon/ctz/config", "/app/icon/ctz/logs", "/run/prep-ha/peer",
                   "/usr/lib/prep-ha-lab"):

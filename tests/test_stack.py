@@ -86,9 +86,12 @@ def test_resource_counts(run):
         # keystore, its password, hacluster, and the two nodes' SSH host keys; values only
         # for the last three (put-keystore stores the key), each secret with a policy.
         "aws:lb/targetGroup:TargetGroup": 2, "aws:lb/listener:Listener": 2, SECRET: 5,
-        SECRET_VERSION: 3, SECRET_POLICY: 5, KMS_KEY: 1, LOCAL_COMMAND: 1,
+        # The keystore's key and the alert topic's (components/alerts.py).
+        SECRET_VERSION: 3, SECRET_POLICY: 5, KMS_KEY: 2,
+        # keystore-put and the image roll
+        LOCAL_COMMAND: 2,
         "aws:ec2/keyPair:KeyPair": 1, "aws:iam/role:Role": 2,
-        "aws:iam/instanceProfile:InstanceProfile": 2, ROLE_POLICY: 3,
+        "aws:iam/instanceProfile:InstanceProfile": 2, ROLE_POLICY: 4,
         "aws:ec2/natGateway:NatGateway": 1, SG: 5, ENDPOINT: 1,
         # NAT, NLB and the two management addresses (managementAccess public).
         EIP: 4,
@@ -245,10 +248,11 @@ def test_security_group_rules(run):
         hosts(n.heartbeat_ip for n in cfg.nodes)
     assert all(r["cidrIpv4"] in hosts(n.heartbeat_ip for n in cfg.nodes) for r in heartbeat)
 
-    # SSH only: admins run pcs on a node, pcsd never faces the admin networks.
+    # SSH only from admins: they run pcs on a node, pcsd never faces the admin networks. The
+    # cluster metrics only from inside the management subnet.
     management = _rules(run, "network-management-sg")
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in management) == \
-        sorted((22, c) for c in cfg.admin_cidrs)
+        sorted([(22, c) for c in cfg.admin_cidrs] + [(9664, cfg.management_subnet_cidr)])
     assert {r["ipProtocol"] for r in management} == {"tcp"}
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in heartbeat if r["ipProtocol"] == "tcp") \
         == [(2224, h) for h in hosts(n.heartbeat_ip for n in cfg.nodes)]
@@ -309,7 +313,7 @@ def test_iam_exactly_what_the_agents_need(run):
     read, decrypt = policies["secrets-node-read"]["Statement"]
     assert read["Action"] == ["secretsmanager:GetSecretValue"]
     assert sorted(read["Resource"]) == sorted(s.id for s in run.of_type(SECRET))
-    [key] = run.of_type(KMS_KEY)
+    key = one(run, KMS_KEY, "secrets-keystore-key")
     assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Resource"] == [key.outputs["arn"]]
     assert decrypt["Condition"] == {"StringEquals": {
         "kms:ViaService": f"secretsmanager.{cfg.region}.amazonaws.com"}}
@@ -337,7 +341,7 @@ def test_secrets_are_secret(run):
 
 def test_the_validator_key_is_guarded_and_stored_before_the_nodes_boot(run):
     cfg = cfg_of(stack_of(run))
-    [key] = run.of_type(KMS_KEY)
+    key = one(run, KMS_KEY, "secrets-keystore-key")
     assert key.inputs["enableKeyRotation"] is True
     role = one(run, "aws:iam/role:Role", "node-iam-role")
     statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
@@ -357,7 +361,7 @@ def test_the_validator_key_is_guarded_and_stored_before_the_nodes_boot(run):
             assert "OnlyTheNodeRoleReads" in sids
         else:  # Pulumi reads back what it writes; the arbiter reads the hacluster password
             assert "OnlyTheNodeRoleReads" not in sids
-    [put] = run.of_type(LOCAL_COMMAND)
+    put = one(run, LOCAL_COMMAND, "secrets-keystore-put")
     assert put.inputs["create"] == f"python3 -m prep_ha put-keystore --stack {cfg.stack} " \
         "--if-unset"
     order = [r.key for r in run.resources]

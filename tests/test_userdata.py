@@ -197,11 +197,14 @@ def test_compose_files(stack_run):
         peer = yaml.safe_load(files["/etc/prep-ha/peer.yml"]["content"])["services"]["icon2-node"]
         ctz = yaml.safe_load(files["/etc/prep-ha/ctz.yml"]["content"])["services"]["icon2-node"]
         for service in (peer, ctz):
-            assert service["image"] == f"iconloop/icon2-node:{cfg.icon_image_tag}"
+            # The image comes from the node's icon-image.env (rolled by prep-ha-image).
+            assert service["image"] == "${ICON_IMAGE:?set in /etc/prep-ha/icon-image.env}"
             assert service["environment"]["SERVICE"] == cfg.icon_network
             assert service["restart"] == "no"
             assert "network_mode" not in service  # bridge: no IMDS from containers
             assert "/app/icon/data:/goloop/data" in service["volumes"]
+        assert files["/etc/prep-ha/icon-image.env"]["content"] == \
+            f"ICON_IMAGE=iconloop/icon2-node:{cfg.icon_image_tag}\n"
         assert peer["environment"]["ROLE"] == 3
         assert ctz["environment"]["ROLE"] == 0
         assert peer["environment"]["GOLOOP_P2P"] == f"{nlb_ip}:7100"

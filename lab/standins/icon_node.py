@@ -28,6 +28,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,10 +166,16 @@ class Rpc(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        body = json.dumps({"role": ROLE, "node": socket.gethostname(),
-                           "image": CONFIG["Config"]["Image"],
-                           "service": ENV.get("SERVICE", "")}).encode()
-        self.send_response(200 if self.path == "/" else 404)
+        # `/` is the lab's own question (who answers); `/admin/chain` is goloop's chain list
+        # (node/rest.go ChainView), which prep_ha/ops asks to know the node serves.
+        if self.path == "/admin/chain":
+            doc: object = [{"nid": "0x1", "channel": "icon_dex", "state": "started",
+                            "height": int(time.time()), "lastError": ""}]
+        else:
+            doc = {"role": ROLE, "node": socket.gethostname(),
+                   "image": CONFIG["Config"]["Image"], "service": ENV.get("SERVICE", "")}
+        body = json.dumps(doc).encode()
+        self.send_response(200 if self.path in ("/", "/admin/chain") else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -9,7 +9,7 @@ scanning the raw text, since such a line could sit outside build_cib.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,12 @@ class Bootstrap:
     error: str | None
 
 
-def command_texts(props: Mapping[str, Any]) -> Iterator[str]:
-    """The known text a Command runs: its command lines, stdin and `NAME=value` environment."""
+def command_texts(props: Mapping[str, Any], skip: Collection[str] = ()) -> Iterator[str]:
+    """The known text a Command runs: its command lines, stdin and `NAME=value` environment
+    (without the fields in `skip`)."""
     for key in COMMAND_FIELDS:
+        if key in skip:
+            continue
         try:
             value = get(props, key)
         except UnknownValueError:

@@ -73,7 +73,10 @@ def _plain_texts(args: ResourceValidationArgs) -> Iterator[tuple[str, str]]:
         if document:
             yield "user-data", document
     elif args.resource_type in COMMANDS:
-        for text in command_texts(args.props):
+        # A field the program declares secret (additional_secret_outputs) is encrypted in the
+        # state and masked in output: the roll Command's stdin, the admin key, is one.
+        secret = set(args.opts.additional_secret_outputs or ())
+        for text in command_texts(args.props, skip=secret):
             yield "the command, its stdin or environment", text
 
 

@@ -15,6 +15,7 @@ PEER_GROUP = "Peer"
 # Installed by the node user-data (cloud-init/files/).
 HOLDS_PEER = "/usr/local/sbin/prep-ha-holds-peer"
 FENCE_RESTART = "/usr/local/sbin/prep-ha-fence-restart"
+ALERT_AGENT = "/usr/local/sbin/prep-ha-alert"
 CTZ_GROUP = "Ctz"
 FENCE_DEVICE = "fence-aws"
 INFINITY = "INFINITY"
@@ -261,7 +262,10 @@ def build_model(cfg: StackConfig) -> ClusterModel:
             ("failure-timeout", "10min"),
         ),
         op_defaults=(("timeout", "60s"),),
-        # Starts a fenced instance again once it is off (EC2 StartInstances); it boots and
-        # rejoins as the citizen.
-        alerts=(Alert("fence-restart", FENCE_RESTART),),
+        # fence-restart starts a fenced instance again once it is off (EC2 StartInstances); it
+        # boots and rejoins as the citizen. notify tells the operator (SNS, CloudWatch) of
+        # every fence, Peer start/stop, failed operation and lost node: the cluster acts
+        # alone, and an unattended takeover or a fence loop must not go unseen. Two agents,
+        # not one: the power-on must not wait on, or fail with, a notification.
+        alerts=(Alert("fence-restart", FENCE_RESTART), Alert("notify", ALERT_AGENT)),
     )

@@ -1,0 +1,184 @@
+"""Drill cases for day-2 operations on the real nodes: switchover, image roll, refused roll.
+
+The roll runs as `pulumi up` runs it after `pulumi config set iconImageTag`: the program's own
+image-roll Command with the new image on its command line (tests/test_operations.py shows a
+new tag changes nothing else in the program), from the client, over SSH with the pinned host
+keys. The switchover runs prep_ha.ops as `python -m prep_ha switchover` does (the lab has no
+`pulumi stack output`; the addresses come from its deployment instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+from lab.bootstrap import run_command
+from lab.client import probe
+from lab.deploy import Command
+from lab.netns import LabError, ns_argv
+from lab.node import exec_in
+from lab.observe import Prober, Sampler, roles_on
+from lab.topology import CLIENT_NS
+from prep_ha.ops.pair import Pair
+from prep_ha.ops.shell import NodeShell
+from prep_ha.ops.switchover import switchover
+
+if TYPE_CHECKING:
+    from lab.drill import CaseResult, Drill
+
+ROLL_COMMAND = "pacemaker-image-roll"
+PROBE_INTERVAL = 0.1
+
+
+def lab_pair(drill: Drill) -> Pair:
+    deployment = drill.lab.deployment()
+    known = drill.lab.run_dir / "known_hosts"
+    known.write_text(deployment.outputs["sshKnownHosts"])
+    hosts = {n.node: n.management_eip.public_ip for n in deployment.nodes if n.management_eip}
+    shell = NodeShell(hosts, str(drill.lab.key), str(known), wrap=tuple(ns_argv(CLIENT_NS)))
+    return Pair(shell, drill.lab.cfg, echo=lambda line: None)
+
+
+def roll_command(drill: Drill, image: str) -> Command:
+    """The program's roll Command as the next `pulumi up` runs it with iconImageTag changed."""
+    cmd = next(c for c in drill.lab.deployment().commands if c.name == ROLL_COMMAND)
+    deployed = drill.lab.cfg.icon_image
+    return dataclasses.replace(cmd, create=cmd.create.replace(deployed, image),
+                               update=(cmd.update or cmd.create).replace(deployed, image))
+
+
+def window(answers: list[tuple[float, dict | None]], source: str, target: str,
+           image: str | None = None) -> tuple[float | None, list[str]]:
+    """The one interruption: from the last answer of the peer on `source` to the first one
+    on `target` (running `image`). Every other probe must have an answer from the right side:
+    a gap outside the window, a citizen answering or a second switch is reported."""
+    first = next((t for t, a in answers if a and a["node"] == target), None)
+    last = max((t for t, a in answers if a and first and t < first), default=None)
+    if first is None or last is None:
+        return None, [f"the peer did not answer from {source}, then from {target}"]
+    problems = []
+    for t, a in answers:
+        if t <= last:
+            expected = a and a["role"] == "peer" and a["node"] == source
+        elif t >= first:
+            expected = a and a["role"] == "peer" and a["node"] == target and (
+                image is None or a["image"] == image)
+        else:
+            expected = a is None
+        if not expected:
+            problems.append(f"+{t - answers[0][0]:.1f} s: {a}")
+    return first - last, problems
+
+
+def _checks_around_a_move(drill: Drill, r: CaseResult, t0: float, source: str, target: str,
+                          sampler: Sampler, prober: Prober, image: str | None) -> float | None:
+    gap, problems = window([(t, a) for t, a in prober.answers if t >= t0], source, target,
+                          image)
+    r.check(f"the peer answered from {source}, then from {target}"
+            f"{f' with {image}' if image else ''}, with one interruption of "
+            f"{gap:.1f} s" if gap is not None else "one interruption", gap is not None
+            and not problems)
+    for problem in problems[:5]:
+        r.check(f"unexpected answer {problem}", False)
+    r.check("nobody was fenced (no EC2 stop)", not drill.stops(t0))
+    r.check(f"peer never ran on both nodes ({sampler.samples} samples)",
+            not sampler.peer_on_both)
+    r.check("peer and citizen never ran on one node", not sampler.peer_with_ctz)
+    pids = sampler.peer_pids.get(target, [])
+    r.check(f"peer started once on {target} (pids {pids})", len(pids) == 1)
+    return gap
+
+
+def switchover_case(drill: Drill) -> CaseResult:
+    from lab.drill import CaseResult
+
+    drill.restore()
+    active, other = drill.active()
+    r = CaseResult("planned switchover (python -m prep_ha switchover)", active.name)
+    pair = lab_pair(drill)
+    with Sampler(tuple(drill.lab.nodes)) as sampler, \
+            Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
+        t0 = time.time()
+        time.sleep(1)
+        moved_to = switchover(pair)
+        time.sleep(2)
+    r.check(f"switchover reports Peer on {other.name}", moved_to == other.name)
+    r.failover_s = _checks_around_a_move(drill, r, t0, active.name, other.name, sampler,
+                                         prober, None)
+    r.check(f"citizen runs on {active.name}", "ctz" in roles_on(active))
+    left = pair.move_constraints()
+    r.check(f"no move constraint left ({left or 'none'})", not left)
+    return r
+
+
+def _images(pair: Pair) -> dict[str, tuple[str, str]]:
+    """node -> (configured image, image of the running role)."""
+    where = pair.peer_node()
+    return {n: (pair.current_image(n), pair.running_image(n, "peer" if n == where else "ctz"))
+            for n in pair.shell.names}
+
+
+def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
+    """`runs` rolls (two new tags, then back to the deployed one): the median window."""
+    from lab.drill import CaseResult
+
+    drill.restore()
+    active, _ = drill.active()
+    tag = drill.lab.cfg.icon_image
+    images = [f"{tag}-lab{i}" for i in range(1, runs)] + [tag]
+    r = CaseResult(f"roll the ICON image through the pair by `pulumi up` ({runs} times)",
+                   active.name)
+    pair = lab_pair(drill)
+    gaps = []
+    for image in images:
+        source, target = drill.active()
+        with Sampler(tuple(drill.lab.nodes)) as sampler, \
+                Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
+            t0 = time.time()
+            time.sleep(1)
+            out = run_command(roll_command(drill, image), drill.lab.key, update=True)
+            time.sleep(2)
+        r.check(f"roll to {image} done in {out.seconds:.0f} s", "roll: done" in out.stdout)
+        gap = _checks_around_a_move(drill, r, t0, source.name, target.name, sampler, prober,
+                                    image)
+        now = _images(pair)
+        r.check(f"both nodes configured and running {image}: {now}",
+                all(v == (image, image) for v in now.values()))
+        if gap is not None:
+            gaps.append(gap)
+    again = run_command(roll_command(drill, images[-1]), drill.lab.key, update=True)
+    r.check("a second `pulumi up` with the same tag changes nothing",
+            "nothing to roll" in again.stdout)
+    if len(gaps) == runs:
+        r.failover_s = statistics.median(gaps)
+        r.check(f"peer interruption per roll: median {r.failover_s:.1f} s "
+                f"(runs: {', '.join(f'{g:.1f}' for g in gaps)} s)", True)
+    return r
+
+
+def refused_roll_case(drill: Drill) -> CaseResult:
+    """A roll on an unhealthy cluster (the standby in standby mode) changes nothing."""
+    from lab.drill import CaseResult
+
+    drill.restore()
+    active, other = drill.active()
+    r = CaseResult("a roll while the cluster is unhealthy is refused", active.name)
+    pair = lab_pair(drill)
+    before = {n: pair.current_image(n) for n in pair.shell.names}
+    exec_in(active, "pcs", "node", "standby", other.name)
+    try:
+        run_command(roll_command(drill, f"{drill.lab.cfg.icon_image}-refused"), drill.lab.key,
+                    update=True)
+        refused = ""
+    except LabError as e:
+        refused = str(e)
+    r.check("`pulumi up` fails: " + next((ln for ln in refused.splitlines() if "refused" in ln),
+                                         "(it did not fail)"), "nothing changed" in refused)
+    after = {n: pair.current_image(n) for n in pair.shell.names}
+    r.check(f"no node's image changed ({after})", after == before)
+    answer = probe(drill.vip)
+    r.check(f"the peer still answers from {active.name}", answer is not None
+            and answer["node"] == active.name)
+    return r

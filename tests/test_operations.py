@@ -1,0 +1,128 @@
+"""Day-2 operations: how `pulumi up` carries a new image to the nodes, and the operator side.
+
+What the roll and the switchover do on real nodes is proven by the lab (tests/test_lab.py,
+drill cases switchover, upgrade, roll-refused); here: what the program declares for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+
+import pytest
+
+from prep_ha.ops import shell
+from prep_ha.ops.shell import OpsError
+from tests.pulumi_mocks import ProgramRun, run_stack
+
+LOCAL_COMMAND = "command:local:Command"
+ROLL = "pacemaker-image-roll"
+
+
+@pytest.fixture(scope="module")
+def runs() -> tuple[ProgramRun, ProgramRun]:
+    return run_stack("testnet"), run_stack("testnet", {"icon-prep-ha:iconImageTag": "v9.9.9"})
+
+
+def roll_of(run: ProgramRun):
+    return run.by_name(LOCAL_COMMAND, ROLL)
+
+
+def test_the_roll_command_names_the_image_and_gets_the_key_on_stdin_only(runs):
+    run, _ = runs
+    roll = roll_of(run)
+    command = "python3 -m prep_ha roll --stack testnet --image iconloop/icon2-node:v1.4.6 " \
+        "--key-stdin"
+    assert roll.inputs["create"] == roll.inputs["update"] == command
+    assert roll.is_secret("stdin") and "PRIVATE KEY" in roll.inputs["stdin"]
+    env = roll.inputs["environment"]
+    hosts = run.outputs["managementIps"]
+    assert shell.parse_nodes(env[shell.NODES_ENV]) == hosts
+    assert env[shell.KNOWN_HOSTS_ENV] == run.outputs["sshKnownHosts"]
+    assert "PRIVATE KEY" not in json.dumps(env) + roll.inputs["create"]
+    # After the health check: a roll starts only on a cluster `pulumi up` found healthy.
+    assert roll.depends_on == ("command:remote:Command::pacemaker-health",)
+
+
+def _inputs(run: ProgramRun) -> dict[str, str]:
+    """Each resource's inputs minus what Pulumi is told to ignore, with the ids and outputs
+    the (fake) cloud invented replaced by their resources' names: comparable between runs."""
+    made = [(r.id, r.key) for r in run.resources if r.id] + [
+        (v, f"{r.key}.{k}") for r in run.resources for k, v in r.outputs.items()
+        if isinstance(v, str) and len(v) >= 8]
+    label: dict[str, str] = {}
+    for value, name in made:  # one label per value, the same in every run
+        label[value] = min(label.get(value, name), name)
+    ids = sorted(label.items(), key=lambda p: -len(p[0]))
+    out = {}
+    for r in run.resources:
+        ignored = {p.split(".")[0] for p in r.ignore_changes}
+        text = json.dumps({k: v for k, v in r.inputs.items() if k not in ignored},
+                          sort_keys=True)
+        for rid, key in ids:
+            text = text.replace(rid, f"<{key}>")
+        out[r.key] = text
+    return out
+
+
+def _changed(before: ProgramRun, after: ProgramRun) -> set[str]:
+    old, new = _inputs(before), _inputs(after)
+    return {key for key in new if new[key] != old.get(key)}
+
+
+def test_a_new_image_tag_changes_only_the_roll(runs):
+    """`pulumi preview` after `config set iconImageTag` shows one update: the roll, with the
+    new image on its command line. No instance is replaced or restarted by Pulumi."""
+    before, after = runs
+    assert _changed(before, after) == {f"{LOCAL_COMMAND}::{ROLL}"}
+    assert "--image iconloop/icon2-node:v9.9.9 " in roll_of(after).inputs["create"]
+
+
+@pytest.mark.parametrize("text", ["", "node-1=10.0.0.1", "node-1=10.0.0.1 node-2",
+                                  "a=1 b=2 c=3", "=10.0.0.1 node-2=10.0.0.2"])
+def test_malformed_node_lists_are_refused(text):
+    with pytest.raises(OpsError, match=shell.NODES_ENV):
+        shell.parse_nodes(text)
+
+
+def test_the_key_from_stdin_lives_in_a_private_file_only_while_used():
+    env = {shell.NODES_ENV: "n1=192.0.2.1 n2=192.0.2.2",
+           shell.KNOWN_HOSTS_ENV: "192.0.2.1 ssh-ed25519 AAAA\n"}
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"
+    with shell.from_environment(env, key) as nodes:
+        path = nodes.key_file
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert open(path).read() == key + "\n"
+        assert nodes.hosts == {"n1": "192.0.2.1", "n2": "192.0.2.2"}
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("missing", [shell.NODES_ENV, shell.KNOWN_HOSTS_ENV, "key"])
+def test_the_roll_command_refuses_a_missing_input(missing):
+    env = {shell.NODES_ENV: "n1=192.0.2.1 n2=192.0.2.2",
+           shell.KNOWN_HOSTS_ENV: "192.0.2.1 ssh-ed25519 AAAA\n"}
+    env.pop(missing, None)
+    key = "" if missing == "key" else "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    with pytest.raises(OpsError, match=missing if missing != "key" else "private key"):
+        with shell.from_environment(env, key):
+            pass
+
+
+def test_switchover_without_the_ssh_files_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(OpsError, match="sshKeyCommand"):
+        shell.from_stack("testnet", "prep-ha-testnet", ["prep-ha-testnet-1", "prep-ha-testnet-2"])
+
+
+def test_the_policy_pack_refuses_the_key_on_a_plain_stdin(runs):
+    """The roll's stdin passes only because it is a Pulumi secret (additional_secret_outputs)."""
+    from tests.test_policies import evaluate, policy_resource
+
+    roll = roll_of(runs[0])
+    as_declared = evaluate([policy_resource(roll)])
+    plain = evaluate([policy_resource(dataclasses.replace(roll, secret_paths=frozenset()))])
+    assert not as_declared.get("secrets-plain-inputs")
+    assert "a PEM private key" in str(plain["secrets-plain-inputs"])

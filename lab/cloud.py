@@ -215,12 +215,30 @@ def wire(cfg: CloudConfig, ns: str, leases: list[Lease], elastic_ips: dict[str, 
 
 # ---- the controller's window onto the EC2 API (run inside the namespace)
 
-def _ec2(run_dir: Path):  # noqa: ANN202
+def _client(run_dir: Path, service: str = "ec2"):  # noqa: ANN202
     import boto3
 
     cfg = CloudConfig.load(run_dir)
-    return boto3.client("ec2", region_name=cfg.region, endpoint_url="https://127.0.0.1",
+    return boto3.client(service, region_name=cfg.region, endpoint_url="https://127.0.0.1",
                         verify=False, aws_access_key_id="lab", aws_secret_access_key="lab")
+
+
+_ec2 = _client
+
+
+def alerts(run_dir: Path, topic_arn: str, cluster: str, since: str) -> None:
+    """Print what the stack's alerting delivered since the epoch time `since`: the topic's
+    messages (through a queue subscribed to it on the first call) and the metric sums."""
+    import datetime as dt
+
+    from lab.alerts import AlertWatch
+
+    watch = AlertWatch.start(_client(run_dir, "sns"), _client(run_dir, "sqs"), topic_arn)
+    seen = watch.delivered(dt.datetime.fromtimestamp(float(since), dt.UTC),
+                           _client(run_dir, "cloudwatch"), cluster)
+    print(json.dumps({"alerts": [{"subject": a.subject, "message": a.message,
+                                  "t": a.timestamp.timestamp()} for a in seen.alerts],
+                      "metrics": seen.metrics}))
 
 
 def describe(run_dir: Path) -> None:
@@ -248,5 +266,5 @@ if __name__ == "__main__":
     urllib3.disable_warnings()  # the controller's own calls to 127.0.0.1 skip the lab CA
     command, directory = sys.argv[1], Path(sys.argv[2])
     {"serve": serve, "describe": describe, "start": start_instances,
-     "stop": stop_instances}[command](
+     "stop": stop_instances, "alerts": alerts}[command](
         directory, *sys.argv[3:])

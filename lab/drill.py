@@ -10,6 +10,7 @@ without the peer being stopped or started again.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -333,10 +334,10 @@ class Drill:
         """The cases (all, or `names`); with `leak_scan`, each case ends with a leak scan of
         the whole lab (lab/leakscan.py), the drill's own output included, and fails on a hit."""
         results: list[CaseResult] = []
-        for name, case in self.cases().items():
+        for name in self.cases():
             if names and name not in names:
                 continue
-            result = case()
+            result = self.run_case(name)
             if leak_scan:
                 self.leak_scan(result, [r.report() for r in results])
             echo(result.report())
@@ -348,6 +349,40 @@ class Drill:
             echo(final.report())
             results.append(final)
         return results
+
+    def run_case(self, name: str) -> CaseResult:
+        """One case, ending with what it told the operator (check_alerts)."""
+        t0 = time.time()
+        result = self.cases()[name]()
+        self.check_alerts(result, t0)
+        return result
+
+    def check_alerts(self, r: CaseResult, since: float, timeout: float = 90) -> None:
+        """What the case told the operator (SNS, CloudWatch in moto): each fenced node named in
+        a Fencing alert, and a PeerStart alert whenever the peer VIP moved."""
+        topic = self.lab.deployment().outputs.get("alertTopicArn")
+        fenced = [n for n in self.stops(since) if n in self.lab.cfg.node_names]
+        moved = bool(self._vip_moves(since))
+        subjects: list[str] = []
+        metrics: dict[str, float] = {}
+        deadline = time.time() + timeout
+        while True:
+            # Each call drains the watch queue: keep what earlier polls received.
+            seen = json.loads(run(ns_argv(
+                CLOUD_NS, sys.executable, "-m", "lab.cloud", "alerts", str(self.lab.run_dir),
+                topic, self.lab.cfg.cluster_name, str(since)), timeout=120))
+            subjects += [a["subject"] for a in seen["alerts"]]
+            metrics = seen["metrics"]
+            ok = all(any(f"{n} fenced" in s for s in subjects) for n in fenced) and (
+                not moved or metrics.get("PeerStart", 0) >= 1)
+            if ok or time.time() > deadline:
+                break
+            time.sleep(5)
+        counts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(metrics.items())) or "none"
+        expected = [*(f"{n} fenced" for n in fenced), *(["PeerStart"] if moved else [])]
+        r.check(f"alerts delivered (metrics: {counts}; expected: "
+                f"{', '.join(expected) or 'nothing in particular'}): "
+                f"{'; '.join(subjects) or 'no message'}", ok)
 
     def leak_scan(self, r: CaseResult, output: list[str]) -> None:
         scanner = scan_lab(self.lab, {"drill output": "\n".join(output)})

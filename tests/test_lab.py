@@ -71,8 +71,12 @@ def test_nodes_boot_from_the_products_user_data_with_cloud_init_clean(lab):
 def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
     names = [r.name for r in lab.command_runs]
     assert names == [f"pacemaker-{NODE1}-ready", f"pacemaker-{NODE2}-ready",
-                     "pacemaker-corosync-setup", "pacemaker-cib-push", "pacemaker-health"]
-    assert "healthy" in lab.command_runs[-1].stdout
+                     "pacemaker-corosync-setup", "pacemaker-cib-push", "pacemaker-health",
+                     "pacemaker-image-roll"]
+    assert "healthy" in lab.command_runs[-2].stdout
+    # The roll Command ran from the client over SSH, found both nodes on the stack's image.
+    assert lab.command_runs[-1].stdout == f"roll: both nodes run {CFG.icon_image}, " \
+        "nothing to roll\n"
     assert lab.healthy()
     text = lab.pcs_status()
     assert f"Online: [ {NODE1} {NODE2} ]" in text and "stonith:fence_aws" in text
@@ -211,13 +215,22 @@ def test_imds_answers_root_only_and_containers_are_kept_off_cluster_ports(lab):
         for bridge in ("docker0", "br-+"):
             assert f"-A DOCKER-USER -i {bridge} -j PREP-HA-CONTAINERS" in rules
         drops = exec_in(spec, "iptables", "-S", "PREP-HA-CONTAINERS")
-        assert "--dports 2224,3121,5403:5406 -j DROP" in drops
+        assert "--dports 2224,3121,5403:5406,9664 -j DROP" in drops
 
 
 def test_pcsd_listens_on_the_heartbeat_address_only(lab):
     for spec, fixed in zip(lab.nodes, CFG.nodes, strict=True):
         listening = exec_in(spec, "ss", "-Hltn", "sport = :2224").split()
         assert [a for a in listening if a.endswith(":2224")] == [f"{fixed.heartbeat_ip}:2224"]
+
+
+def test_the_hacluster_exporter_serves_on_the_management_address_only(lab):
+    for spec, fixed in zip(lab.nodes, CFG.nodes, strict=True):
+        listening = exec_in(spec, "ss", "-Hltn", "sport = :9664").split()
+        assert [a for a in listening if a.endswith(":9664")] == [f"{fixed.management_ip}:9664"]
+        metrics = exec_in(spec, "curl", "-sf", "-m", "10",
+                          f"http://{fixed.management_ip}:9664/metrics")
+        assert "ha_cluster_pacemaker_nodes" in metrics
 
 
 def test_the_bootstrap_pins_each_nodes_host_key(lab):
@@ -262,10 +275,11 @@ def test_the_leak_scan_finds_a_planted_leak(lab):
 
 
 @pytest.mark.parametrize("case", ["heartbeat", "service", "standby", "hang", "links",
-                                  "split", "arbiter", "arbiter-split"])
+                                  "split", "arbiter", "arbiter-split", "switchover", "upgrade",
+                                  "roll-refused"])
 def test_drill(lab, case):
     drill = Drill(lab)
-    result = drill.cases()[case]()
+    result = drill.run_case(case)
     drill.leak_scan(result, [])
     print(result.report())
     assert result.checks and result.passed, result.report()

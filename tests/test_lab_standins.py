@@ -342,6 +342,19 @@ def test_compose_keys_it_does_not_implement_are_refused_by_name(node, change, me
     assert node.records() == []
 
 
+def test_the_image_comes_from_the_units_environment_file(node):
+    """Compose interpolates ${ICON_IMAGE:?...}: without the unit's EnvironmentFile it refuses,
+    naming the file; with it, the container runs that image (prep-ha-image set)."""
+    env = dict(node.env)
+    del node.env["ICON_IMAGE"]
+    result = node.compose("peer", "up")
+    assert result.returncode == 1 and "/etc/prep-ha/icon-image.env" in result.stderr
+    assert node.records() == []
+    node.env = {**env, "ICON_IMAGE": IMAGE + "-next"}
+    up = node.start_up("peer")
+    assert node.http_get(up)["image"] == IMAGE + "-next"
+
+
 @pytest.mark.parametrize("args, message", [
     (["up", "-d"], "'-d'"),
     (["up", "--build"], "'--build'"),

@@ -215,7 +215,7 @@ def test_imds_answers_root_only_and_containers_never_reach_cluster_ports(tmp_pat
             for hook in ("INPUT", "DOCKER-USER"):
                 for bridge in ("docker0", "br-+"):
                     assert rules.count(f"-A {hook} -i {bridge} -j PREP-HA-CONTAINERS") == 1
-            assert "--dports 2224,3121,5403:5406 -j DROP" in rules
+            assert "--dports 2224,3121,5403:5406,9664 -j DROP" in rules
             assert "-d 169.254.169.254/32 -j DROP" in rules
             assert "fd00:ec2::254/128" in inns("ip6tables", "-S").stdout
         finally:

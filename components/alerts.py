@@ -101,7 +101,9 @@ class ClusterAlerts(pulumi.ComponentResource):
             namespace="AWS/NetworkELB", metric_name="HealthyHostCount",
             dimensions={"LoadBalancer": args.load_balancer_arn_suffix,
                         "TargetGroup": args.peer_target_group_arn_suffix},
-            statistic="Minimum", period=NO_HEALTHY_PEER_PERIOD_S, evaluation_periods=1,
+            # Maximum below 1: not one healthy sample in the whole minute. (Minimum would
+            # fire on a takeover's few seconds without a target, which the agent reports.)
+            statistic="Maximum", period=NO_HEALTHY_PEER_PERIOD_S, evaluation_periods=1,
             datapoints_to_alarm=1, threshold=1, comparison_operator="LessThanThreshold",
             # No data points at all means the NLB has nothing to report on: as bad as none healthy.
             treat_missing_data="breaching",

@@ -117,7 +117,7 @@ def test_alarm_when_the_nlb_has_no_healthy_peer_for_a_minute(run):
     [p2p] = [g for g in run.of_type(TARGET_GROUP) if g.inputs["port"] == 7100]
     i = alarm.inputs
     assert (i["namespace"], i["metricName"], i["statistic"]) == (
-        "AWS/NetworkELB", "HealthyHostCount", "Minimum")
+        "AWS/NetworkELB", "HealthyHostCount", "Maximum")
     assert i["dimensions"] == {"LoadBalancer": lb.outputs["arnSuffix"],
                                "TargetGroup": p2p.outputs["arnSuffix"]}
     assert (i["period"], i["evaluationPeriods"], i["threshold"]) == (60, 1, 1)

@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.kms import account_administers_through_iam
 from components.tags import cluster_tags
 from prep_ha.config import StackConfig
 
@@ -38,13 +39,7 @@ def topic_key_policy(partition: str, account: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "AccountAdministersThroughIam",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
+            account_administers_through_iam(partition, account),
             {
                 "Sid": "CloudWatchAlarmsPublish",
                 "Effect": "Allow",

@@ -21,6 +21,7 @@ import pulumi_tls as tls
 from pulumi_command import local
 
 from components.iam import read_secrets_policy
+from components.kms import account_administers_through_iam
 from components.tags import cluster_tags
 from prep_ha.config import StackConfig
 
@@ -75,13 +76,7 @@ def key_policy(role_arn: str, region: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "AccountAdministersThroughIam",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
+            account_administers_through_iam(partition, account),
             {
                 "Sid": "NodeRoleDecryptsViaSecretsManager",
                 "Effect": "Allow",

@@ -26,7 +26,8 @@ from prep_ha.config import StackConfig
 # Where prep-ha-alert puts its metrics; the node role may put metrics nowhere else.
 METRIC_NAMESPACE = "ICON/PrepHA"
 # One metric per event kind, dimension Cluster=<clusterName>, value 1 per event.
-METRICS = ("Fencing", "PeerStart", "PeerStop", "ResourceFailure", "NodeLost")
+METRICS = ("Fencing", "NodeRestart", "PeerStart", "PeerStop", "ResourceFailure",
+           "NodeLost")
 # NLB health checks run every 10 s (components/loadbalancer.py); a minute without a healthy
 # target is a validator missing blocks, not a takeover in progress (those take ~20-40 s).
 NO_HEALTHY_PEER_PERIOD_S = 60

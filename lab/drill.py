@@ -353,14 +353,22 @@ class Drill:
     def run_case(self, name: str) -> CaseResult:
         """One case, ending with what it told the operator (check_alerts)."""
         t0 = time.time()
+        self.alerts_since(t0)  # subscribes the watch queue (first case) and empties it
         result = self.cases()[name]()
         self.check_alerts(result, t0)
         return result
 
+    def alerts_since(self, since: float) -> dict:
+        """{"alerts": [{subject, message, t}], "metrics": {name: sum}} from moto; each call
+        drains the queue subscribed to the stack's topic (lab/alerts.py)."""
+        return json.loads(run(ns_argv(
+            CLOUD_NS, sys.executable, "-m", "lab.cloud", "alerts", str(self.lab.run_dir),
+            self.lab.deployment().outputs["alertTopicArn"], self.lab.cfg.cluster_name,
+            str(since)), timeout=120))
+
     def check_alerts(self, r: CaseResult, since: float, timeout: float = 90) -> None:
         """What the case told the operator (SNS, CloudWatch in moto): each fenced node named in
         a Fencing alert, and a PeerStart alert whenever the peer VIP moved."""
-        topic = self.lab.deployment().outputs.get("alertTopicArn")
         fenced = [n for n in self.stops(since) if n in self.lab.cfg.node_names]
         moved = bool(self._vip_moves(since))
         subjects: list[str] = []
@@ -368,9 +376,7 @@ class Drill:
         deadline = time.time() + timeout
         while True:
             # Each call drains the watch queue: keep what earlier polls received.
-            seen = json.loads(run(ns_argv(
-                CLOUD_NS, sys.executable, "-m", "lab.cloud", "alerts", str(self.lab.run_dir),
-                topic, self.lab.cfg.cluster_name, str(since)), timeout=120))
+            seen = self.alerts_since(since)
             subjects += [a["subject"] for a in seen["alerts"]]
             metrics = seen["metrics"]
             ok = all(any(f"{n} fenced" in s for s in subjects) for n in fenced) and (

@@ -126,3 +126,13 @@ def test_the_policy_pack_refuses_the_key_on_a_plain_stdin(runs):
     plain = evaluate([policy_resource(dataclasses.replace(roll, secret_paths=frozenset()))])
     assert not as_declared.get("secrets-plain-inputs")
     assert "a PEM private key" in str(plain["secrets-plain-inputs"])
+
+
+@pytest.mark.parametrize("image", ["iconloop/icon2-node:v1; rm -rf /", "other/image:v1",
+                                   "iconloop/icon2-node:", "iconloop/icon2-node:$(id)"])
+def test_the_roll_refuses_an_image_that_is_not_a_plain_reference(image):
+    from prep_ha.ops.roll import roll
+
+    # Refused before the pair is touched: the pair argument is never used.
+    with pytest.raises(OpsError, match="not an iconloop/icon2-node:TAG reference"):
+        roll(None, image)  # type: ignore[arg-type]

@@ -10,11 +10,16 @@ brings a replaced node (booted with an older user-data) up to date without movin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from prep_ha.cluster.model import CTZ_GROUP
 from prep_ha.ops.pair import Pair
+from prep_ha.ops.shell import OpsError
 from prep_ha.ops.switchover import MOVE_TIMEOUT_S, switchover
+
+# As prep-ha-image checks it on the node.
+IMAGE = re.compile(r"iconloop/icon2-node:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ def describe(nodes: list[NodeImage], image: str) -> str:
 
 def roll(pair: Pair, image: str) -> bool:
     """True if anything changed."""
+    # The image travels in SSH command lines: only a plain reference gets that far.
+    if not IMAGE.fullmatch(image):
+        raise OpsError(f"{image!r} is not an iconloop/icon2-node:TAG reference")
     pair.require_healthy(f"roll to {image}")
     active, standby = survey(pair)
     if active.current(image) and standby.current(image):

@@ -19,7 +19,7 @@ from components.network import Network, NetworkArgs
 from components.node import NodePair, NodePairArgs
 from components.secrets import AdminSshKey, AdminSshKeyArgs, NodeSecrets, NodeSecretsArgs
 from prep_ha.config import KNOWN_KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config
-from prep_ha.ops.shell import SSH_USER, known_hosts_lines, ssh_files
+from prep_ha.ops.shell import SSH_USER, ssh_files
 
 
 def ssh_files_command(stack: str, cluster_name: str) -> str:
@@ -107,7 +107,7 @@ def main() -> None:
         config=cfg, vpc_id=network.vpc_id, nat_gateway_id=network.nat_gateway_id,
         hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
         boot_after=[network, secrets])) if cfg.quorum_arbiter else None
-    PacemakerCluster("pacemaker", PacemakerClusterArgs(
+    cluster = PacemakerCluster("pacemaker", PacemakerClusterArgs(
         config=cfg, instance_ids=nodes.instance_ids, ssh_hosts=nodes.ssh_hosts,
         ssh_user=SSH_USER, ssh_private_key=ssh_key.private_key_openssh,
         ssh_host_keys=secrets.ssh_host_public_keys,
@@ -129,9 +129,7 @@ def main() -> None:
     pulumi.export("managementIps", dict(zip(cfg.node_names, nodes.ssh_hosts, strict=True)))
     pulumi.export("sshKeyCommand", ssh_files_command(cfg.stack, cfg.cluster_name))
     # The host keys the nodes install at first boot (prep-ha-ssh-host-key), known_hosts lines.
-    pulumi.export("sshKnownHosts", pulumi.Output.all(*nodes.ssh_hosts,
-                                                     *secrets.ssh_host_public_keys).apply(
-        lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:])))
+    pulumi.export("sshKnownHosts", cluster.ssh_known_hosts)
     pulumi.export("sshCommand", {n: ssh(h) for n, h in zip(cfg.node_names, nodes.ssh_hosts,
                                                             strict=True)})
     pulumi.export("pcsStatusCommand", ssh(nodes.ssh_hosts[0], " sudo pcs status --full"))

@@ -126,13 +126,15 @@ class PacemakerCluster(pulumi.ComponentResource):
         # time with one planned switchover. It changes nothing when both nodes already run
         # the image, and brings a replaced node, booted from older user-data, up to date.
         hosts = pulumi.Output.all(*args.ssh_hosts)
+        # known_hosts lines: each management address with the host key pinned for it.
+        self.ssh_known_hosts = pulumi.Output.all(*args.ssh_hosts, *args.ssh_host_keys).apply(
+            lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:]))
         self.image_roll = local.Command(
             f"{name}-image-roll", create=roll_command(cfg), update=roll_command(cfg),
             environment={
                 NODES_ENV: hosts.apply(lambda h: " ".join(
                     f"{n}={a}" for n, a in zip(cfg.node_names, h, strict=True))),
-                KNOWN_HOSTS_ENV: pulumi.Output.all(*args.ssh_hosts, *args.ssh_host_keys).apply(
-                    lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:])),
+                KNOWN_HOSTS_ENV: self.ssh_known_hosts,
             },
             # The admin key reaches the command on stdin only (never argv or environment),
             # secret in the state (the policy pack admits a key only in a secret field).

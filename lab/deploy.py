@@ -249,10 +249,11 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
     by_key = {r.key: r for r in run.resources}
     commands = []
     for c in run.resources:
+        # The remote Commands this one waits for.
+        waits = [by_key[k].name for k in c.depends_on
+                 if k in by_key and by_key[k].type == COMMAND]
         if c.type == LOCAL_COMMAND and c.name in cloud.deferred_local_commands:
-            commands.append(_local(c, cloud.ssh_private_key, [
-                by_key[k].name for k in c.depends_on if k in by_key
-                and by_key[k].type == COMMAND]))
+            commands.append(_local(c, cloud.ssh_private_key, waits))
         if c.type != COMMAND:
             continue
         conn = c.inputs.get("connection") or {}
@@ -262,8 +263,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
             update=c.inputs.get("update"), delete=c.inputs.get("delete"),
             stdin=c.inputs.get("stdin"), triggers=c.inputs.get("triggers"),
             environment=c.inputs.get("environment"),
-            depends_on=[by_key[k].name for k in c.depends_on
-                        if k in by_key and by_key[k].type == COMMAND],
+            depends_on=waits,
             host_key=conn.get("hostKey"), private_key=conn.get("privateKey")))
 
     lbs = run.of_type("aws:lb/loadBalancer:LoadBalancer")

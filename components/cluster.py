@@ -52,6 +52,14 @@ STOP_CLUSTER = "sudo pcs cluster stop --all --request-timeout=300"
 HEALTH = "sudo bash -s health"
 
 
+def retire_command(node: str) -> str:
+    return f"sudo bash -s retire {node}"
+
+
+def rejoin_command(node: str) -> str:
+    return f"sudo bash -s rejoin {node}"
+
+
 def roll_command(cfg: StackConfig) -> str:
     """Runs where `pulumi up` runs, like keystore-put: it talks to both nodes in turn, which
     no single remote Command can. The image is on the command line, so `pulumi preview
@@ -80,7 +88,9 @@ def push_command(env_names: Sequence[str], instance_ids: Sequence[str]) -> str:
 
 
 class PacemakerCluster(pulumi.ComponentResource):
-    """Waits for both nodes, sets up Corosync once, and pushes the whole CIB (STONITH included)."""
+    """Waits for both nodes, sets up Corosync once, keeps each node a member (retired and
+    rejoined by the other node when its instance is replaced), and pushes the whole CIB
+    (STONITH included)."""
 
     def __init__(self, name: str, args: PacemakerClusterArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -96,11 +106,14 @@ class PacemakerCluster(pulumi.ComponentResource):
                                   dial_error_limit=60, per_dial_timeout=10)
             for host, host_key in zip(args.ssh_hosts, args.ssh_host_keys, strict=True)
         ]
+        # Each node's Commands run again on a new instance of it (triggers: its instance id).
         waits = [
             remote.Command(
                 f"{name}-{node}-ready", connection=conn, create=NODE_READY,
+                triggers=[instance_id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.ready)))
-            for node, conn in zip(cfg.node_names, connections, strict=True)
+            for node, conn, instance_id in zip(cfg.node_names, connections, args.instance_ids,
+                                               strict=True)
         ]
         # A changed script re-runs `setup`, which leaves an existing corosync.conf alone; no
         # triggers here, because a replacement would run `delete` and stop a live cluster.
@@ -108,18 +121,33 @@ class PacemakerCluster(pulumi.ComponentResource):
             f"{name}-corosync-setup", connection=connections[0], create=SETUP, update=SETUP,
             stdin=script, delete=STOP_CLUSTER,
             opts=pulumi.ResourceOptions(parent=self, depends_on=waits))
+        # A node's membership, run on the *other* node (prep_ha/cluster/membership.py). When
+        # the node's instance is replaced (the instance is delete-before-replace, and the new
+        # id is a trigger), Pulumi deletes this first: `retire` takes the node out while the
+        # other one keeps the peer; the new instance's `rejoin` brings it back as the citizen.
+        # On the first `up` the node is already a member and `rejoin` says so. `pulumi destroy`
+        # deletes the setup too and skips `retire` (deleted_with): nothing is left to protect.
+        memberships = [
+            remote.Command(
+                f"{name}-{node}-membership", connection=connections[1 - index],
+                create=rejoin_command(node), delete=retire_command(node), stdin=script,
+                triggers=[args.instance_ids[index]],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[setup, waits[index]],
+                                            delete_before_replace=True, deleted_with=setup))
+            for index, node in enumerate(cfg.node_names)
+        ]
         env_names = [n.instance_id_env for n in model.nodes]
         push = pulumi.Output.all(*args.instance_ids).apply(
             lambda ids: push_command(env_names, ids))
         self.cib_push = remote.Command(
             f"{name}-cib-push", connection=connections[0], create=push, update=push,
             stdin=script, triggers=[model_digest(model)],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[setup]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=memberships))
         # Runs whenever the push does: `pulumi up` fails unless Peer and Ctz end up started on
         # different nodes with fencing running and no failed actions.
         self.health = remote.Command(
             f"{name}-health", connection=connections[0], create=HEALTH, update=HEALTH,
-            stdin=script, triggers=[model_digest(model)],
+            stdin=script, triggers=[model_digest(model), *args.instance_ids],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cib_push]))
         # User-data acts at first boot only: a new iconImageTag reaches running nodes through
         # this roll (prep_ha/ops/roll.py), after the cluster is found healthy, one node at a
@@ -131,6 +159,7 @@ class PacemakerCluster(pulumi.ComponentResource):
             lambda v: known_hosts_lines(v[:len(v) // 2], v[len(v) // 2:]))
         self.image_roll = local.Command(
             f"{name}-image-roll", create=roll_command(cfg), update=roll_command(cfg),
+            triggers=list(args.instance_ids),
             environment={
                 NODES_ENV: hosts.apply(lambda h: " ".join(
                     f"{n}={a}" for n, a in zip(cfg.node_names, h, strict=True))),

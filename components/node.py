@@ -198,7 +198,12 @@ class NodePair(pulumi.ComponentResource):
                 parent=self, depends_on=list(args.boot_after),
                 # A newer Debian image must not replace a live validator, and user-data
                 # only acts on first boot, so changing it would merely stop/start a node.
-                ignore_changes=["ami", "userDataBase64"]))
+                ignore_changes=["ami", "userDataBase64"],
+                # A replacement needs the old instance gone first: its primary ENI (the VIPs)
+                # attaches to one instance only. Pulumi then deletes the dependents that must
+                # go with it first, the node's cluster membership among them, which takes the
+                # node out of the cluster before EC2 terminates it (components/cluster.py).
+                delete_before_replace=True))
 
         attachments: list[pulumi.Resource] = [
             aws.ec2.NetworkInterfaceAttachment(

@@ -182,6 +182,9 @@ def dnsmasq_conf(cfg: CloudConfig, leases: list[Lease], run_dir: Path) -> str:
     lines = ["no-resolv", "no-hosts", "bind-interfaces", "except-interface=lo", "user=root",
              f"pid-file={run_dir / 'dnsmasq.pid'}", f"log-facility={run_dir / 'dnsmasq.log'}",
              f"dhcp-leasefile={run_dir / 'dnsmasq.leases'}",
+             # EC2 hands an ENI its address whoever asks; a new instance (a fresh root, a
+             # new machine-id, so a new DHCP client id) on the same ENI gets the same one.
+             "dhcp-ignore-clid",
              f"domain={cfg.region}.compute.internal",
              f"address=/amazonaws.com/{svc}", f"address=/{MIRROR_HOST}/{svc}",
              # Every other name: no answer, so nothing on a node ever reaches outside.
@@ -252,6 +255,45 @@ def describe(run_dir: Path) -> None:
     print(json.dumps(out))
 
 
+def replace_ec2_instance(ec2, old_id: str) -> str:  # noqa: ANN001 - a boto3 EC2 client
+    """What `pulumi up --replace` of a node's instance does in EC2, delete before create: the
+    volume and the other ENIs detached (EC2 stops the instance first), the instance
+    terminated, a new one run on the same primary ENI with the same inputs, everything
+    attached again. Returns the new instance id."""
+    import base64
+
+    [old] = ec2.describe_instances(InstanceIds=[old_id])["Reservations"][0]["Instances"]
+    user_data = ec2.describe_instance_attribute(
+        InstanceId=old_id, Attribute="userData").get("UserData", {}).get("Value")
+    nics = {n["Attachment"]["DeviceIndex"]: n for n in old["NetworkInterfaces"]}
+    volumes = [(m["DeviceName"], m["Ebs"]["VolumeId"]) for m in old["BlockDeviceMappings"]
+               if m["DeviceName"] != old.get("RootDeviceName")]
+    ec2.stop_instances(InstanceIds=[old_id])  # the volume attachment's stop before detaching
+    for device, volume in volumes:
+        ec2.detach_volume(VolumeId=volume, InstanceId=old_id, Device=device)
+    for index, nic in nics.items():
+        if index:
+            ec2.detach_network_interface(AttachmentId=nic["Attachment"]["AttachmentId"])
+    ec2.terminate_instances(InstanceIds=[old_id])
+    metadata = {k: old["MetadataOptions"][k] for k in ("HttpEndpoint", "HttpTokens",
+                                                       "HttpPutResponseHopLimit")}
+    new_id = ec2.run_instances(
+        ImageId=old["ImageId"], InstanceType=old["InstanceType"], MinCount=1, MaxCount=1,
+        KeyName=old["KeyName"], IamInstanceProfile={"Arn": old["IamInstanceProfile"]["Arn"]},
+        Placement={"AvailabilityZone": old["Placement"]["AvailabilityZone"]},
+        NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": nics[0]["NetworkInterfaceId"]}],
+        UserData=base64.b64decode(user_data) if user_data else b"", MetadataOptions=metadata,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": old.get("Tags", [])}],
+    )["Instances"][0]["InstanceId"]
+    for index, nic in sorted(nics.items()):
+        if index:
+            ec2.attach_network_interface(NetworkInterfaceId=nic["NetworkInterfaceId"],
+                                         InstanceId=new_id, DeviceIndex=index)
+    for device, volume in volumes:
+        ec2.attach_volume(VolumeId=volume, InstanceId=new_id, Device=device)
+    return new_id
+
+
 def start_instances(run_dir: Path, *ids: str) -> None:
     _ec2(run_dir).start_instances(InstanceIds=list(ids))
 
@@ -266,5 +308,6 @@ if __name__ == "__main__":
     urllib3.disable_warnings()  # the controller's own calls to 127.0.0.1 skip the lab CA
     command, directory = sys.argv[1], Path(sys.argv[2])
     {"serve": serve, "describe": describe, "start": start_instances,
-     "stop": stop_instances, "alerts": alerts}[command](
+     "stop": stop_instances, "alerts": alerts,
+     "replace": lambda d, old: print(replace_ec2_instance(_ec2(d), old))}[command](
         directory, *sys.argv[3:])

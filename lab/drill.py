@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import operations
+from lab import operations, replacement
 from lab.client import probe
 from lab.cloud import read_events
 from lab.cluster import Lab
@@ -59,6 +59,8 @@ class Drill:
         deployment = lab.deployment()
         self.eni = {n.node: n.eni(0).eni_id for n in deployment.instances}
         self.instance = {n.node: n.instance_id for n in deployment.instances}
+        # instance id -> when lab/replacement.py began to terminate it (after its retire)
+        self.replaced: dict[str, float] = {}
 
     # ---- state
     def active(self) -> tuple[NodeSpec, NodeSpec]:
@@ -88,8 +90,11 @@ class Drill:
                     *(self.instance[n] for n in names)))
 
     def stops(self, since: float) -> list[str]:
-        """Nodes EC2 stopped since `since` (fencing, or the drill stopping the arbiter)."""
-        return [e["node"] for e in read_events(self.lab.run_dir, since) if e.get("power") == "off"]
+        """Nodes EC2 stopped since `since` (fencing, or the drill stopping the arbiter); not
+        the stop of an instance a replacement terminates (a fence before it counts)."""
+        return [e["node"] for e in read_events(self.lab.run_dir, since)
+                if e.get("power") == "off"
+                and e["t"] < self.replaced.get(e.get("instance"), float("inf"))]
 
     def answers_from(self, node: str, timeout: float = FAILOVER_TIMEOUT) -> float:
         wait_for(lambda: (a := probe(self.vip)) is not None and a["role"] == "peer"
@@ -326,7 +331,9 @@ class Drill:
                           "arbiter-split": self.arbiter_lost_then_split})
         cases.update({"switchover": lambda: operations.switchover_case(self),
                       "upgrade": lambda: operations.upgrade_case(self),
-                      "roll-refused": lambda: operations.refused_roll_case(self)})
+                      "roll-refused": lambda: operations.refused_roll_case(self),
+                      "replace": lambda: replacement.replacement_case(self),
+                      "replace-lost": lambda: replacement.lost_replacement_case(self)})
         return cases
 
     def run(self, names: list[str] | None = None, echo: Callable[[str], None] = print,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -170,12 +172,8 @@ def _ebs_serial(volume_id: str) -> str:
 def create_disks(spec: NodeSpec, image_rootfs: Path, ca_pem: Path) -> None:
     """The root volume (overlay on the image) and the data volume, as a new instance has them."""
     state = Path(spec.state)
-    for sub in ("upper", "work", "root", "by-id"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={image_rootfs},upperdir={state / 'upper'},workdir={state / 'work'}",
-         str(spec.root)])
-    _bake_lab_files(spec, spec.root, ca_pem)
+    (state / "by-id").mkdir(parents=True, exist_ok=True)
+    _new_root(spec, image_rootfs, ca_pem)
     if spec.volume_id is None:
         return
     data = state / "data.img"
@@ -185,6 +183,28 @@ def create_disks(spec: NodeSpec, image_rootfs: Path, ca_pem: Path) -> None:
     (state / "loop").write_text(loop)
     link = state / "by-id" / f"nvme-Amazon_Elastic_Block_Store_{_ebs_serial(spec.volume_id)}"
     link.symlink_to(f"../../{DATA_DEVICE}")
+
+
+def _new_root(spec: NodeSpec, image_rootfs: Path, ca_pem: Path) -> None:
+    state = Path(spec.state)
+    for sub in ("upper", "work", "root"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={image_rootfs},upperdir={state / 'upper'},workdir={state / 'work'}",
+         str(spec.root)])
+    _bake_lab_files(spec, spec.root, ca_pem)
+
+
+def renew_root(spec: NodeSpec, ca_pem: Path) -> None:
+    """The root volume of a new instance (`spec`, powered off) of the same node: a fresh
+    overlay on the same image; the data volume stays as it is, attached again."""
+    mount = next(line.split() for line in Path("/proc/mounts").read_text().splitlines()
+                 if line.split()[1] == str(spec.root))
+    image_rootfs = Path(re.search(r"lowerdir=([^,]+)", mount[3]).group(1))
+    run(["umount", str(spec.root)])
+    for sub in ("upper", "work"):
+        shutil.rmtree(Path(spec.state, sub))
+    _new_root(spec, image_rootfs, ca_pem)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -307,9 +327,12 @@ def power_off(spec: NodeSpec) -> None:
         in_ns(spec.ns, "ip", "addr", "flush", "dev", nic.name, check=False)
         in_ns(spec.ns, "ip", "route", "flush", "dev", nic.name, "table", "all", check=False)
         in_ns(spec.ns, "ip", "link", "set", nic.name, "down", check=False)
+    # The kernel's own rules, as `proto kernel`: systemd-networkd deletes rules of any other
+    # protocol as foreign when it configures a link, which cut off a replacement's first boot.
     in_ns(spec.ns, "ip", "rule", "flush", check=False)
-    in_ns(spec.ns, "ip", "rule", "add", "from", "all", "lookup", "main", "pref", "32766")
-    in_ns(spec.ns, "ip", "rule", "add", "from", "all", "lookup", "default", "pref", "32767")
+    for table, pref in (("main", "32766"), ("default", "32767")):
+        in_ns(spec.ns, "ip", "rule", "add", "from", "all", "lookup", table, "pref", pref,
+              "protocol", "kernel")
     spec.init_pidfile.unlink(missing_ok=True)
 
 

@@ -73,10 +73,12 @@ def window(answers: list[tuple[float, dict | None]], source: str, target: str,
     return first - last, problems
 
 
-def _checks_around_a_move(drill: Drill, r: CaseResult, t0: float, source: str, target: str,
-                          sampler: Sampler, prober: Prober, image: str | None) -> float | None:
+def checks_around_a_move(drill: Drill, r: CaseResult, t0: float, source: str, target: str,
+                         sampler: Sampler, prober: Prober, image: str | None) -> float | None:
+    """The peer moved from `source` to `target` once, safely, with nobody fenced. Returns the
+    interruption."""
     gap, problems = window([(t, a) for t, a in prober.answers if t >= t0], source, target,
-                          image)
+                           image)
     r.check(f"the peer answered from {source}, then from {target}"
             f"{f' with {image}' if image else ''}, with one interruption of "
             f"{gap:.1f} s" if gap is not None else "one interruption", gap is not None
@@ -92,7 +94,7 @@ def _checks_around_a_move(drill: Drill, r: CaseResult, t0: float, source: str, t
     return gap
 
 
-def _start(drill: Drill, title: str) -> tuple[CaseResult, NodeSpec, NodeSpec, Pair]:
+def start_case(drill: Drill, title: str) -> tuple[CaseResult, NodeSpec, NodeSpec, Pair]:
     """A healthy pair to start from: the case's result, the active node, the other, the pair."""
     from lab.drill import CaseResult
 
@@ -102,7 +104,7 @@ def _start(drill: Drill, title: str) -> tuple[CaseResult, NodeSpec, NodeSpec, Pa
 
 
 def switchover_case(drill: Drill) -> CaseResult:
-    r, active, other, pair = _start(drill, "planned switchover (python -m prep_ha switchover)")
+    r, active, other, pair = start_case(drill, "planned switchover (python -m prep_ha switchover)")
     with Sampler(tuple(drill.lab.nodes)) as sampler, \
             Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
         t0 = time.time()
@@ -110,7 +112,7 @@ def switchover_case(drill: Drill) -> CaseResult:
         moved_to = switchover(pair)
         time.sleep(2)
     r.check(f"switchover reports Peer on {other.name}", moved_to == other.name)
-    r.failover_s = _checks_around_a_move(drill, r, t0, active.name, other.name, sampler,
+    r.failover_s = checks_around_a_move(drill, r, t0, active.name, other.name, sampler,
                                          prober, None)
     r.check(f"citizen runs on {active.name}", "ctz" in roles_on(active))
     left = pair.move_constraints()
@@ -127,7 +129,7 @@ def _images(pair: Pair) -> dict[str, tuple[str, str]]:
 
 def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
     """`runs` rolls (two new tags, then back to the deployed one): the median window."""
-    r, _, _, pair = _start(drill, f"roll the ICON image through the pair by `pulumi up` "
+    r, _, _, pair = start_case(drill, f"roll the ICON image through the pair by `pulumi up` "
                                   f"({runs} times)")
     tag = drill.lab.cfg.icon_image
     images = [f"{tag}-lab{i}" for i in range(1, runs)] + [tag]
@@ -141,7 +143,7 @@ def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
             out = run_command(roll_command(drill, image), drill.lab.key, update=True)
             time.sleep(2)
         r.check(f"roll to {image} done in {out.seconds:.0f} s", "roll: done" in out.stdout)
-        gap = _checks_around_a_move(drill, r, t0, source.name, target.name, sampler, prober,
+        gap = checks_around_a_move(drill, r, t0, source.name, target.name, sampler, prober,
                                     image)
         now = _images(pair)
         r.check(f"both nodes configured and running {image}: {now}",
@@ -161,7 +163,7 @@ def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
 
 def refused_roll_case(drill: Drill) -> CaseResult:
     """A roll on an unhealthy cluster (the standby in standby mode) changes nothing."""
-    r, active, other, pair = _start(drill, "a roll while the cluster is unhealthy is refused")
+    r, active, other, pair = start_case(drill, "a roll while the cluster is unhealthy is refused")
     before = {n: pair.current_image(n) for n in pair.shell.names}
     exec_in(active, "pcs", "node", "standby", other.name)
     try:

@@ -71,6 +71,8 @@ class CapturedResource:
     # Resource options as the program passed them (parents' options are not merged in).
     ignore_changes: tuple[str, ...] = ()
     protect: bool = False
+    delete_before_replace: bool = False
+    deleted_with: str = ""  # "type::name" of opts.deleted_with
     # "type::name" of opts.parent and of each opts.depends_on entry (components unexpanded).
     parent: str = ""
     depends_on: tuple[str, ...] = ()
@@ -230,7 +232,8 @@ class _Mocks(pulumi.runtime.Mocks):
                 type=args.typ, name=args.name, inputs=inputs, secret_paths=frozenset(secrets),
                 id=rid, custom=bool(args.custom),
                 ignore_changes=tuple(opts.ignore_changes or ()), protect=bool(opts.protect),
-                parent=_key_of(opts.parent),
+                delete_before_replace=bool(opts.delete_before_replace),
+                deleted_with=_key_of(opts.deleted_with), parent=_key_of(opts.parent),
                 depends_on=tuple(k for k in map(_key_of, depends) if k),
                 outputs=unwrap_secrets(extra)))
         return rid, {**args.inputs, **extra}

@@ -27,13 +27,14 @@ def test_commands_wait_setup_then_push_on_node1(stack_run):
     cfg, run = stack_run
     cmds = commands(run)
     assert set(cmds) == {"pacemaker-corosync-setup", "pacemaker-cib-push", "pacemaker-health",
-                         *(f"pacemaker-{n}-ready" for n in cfg.node_names)}
+                         *(f"pacemaker-{n}-ready" for n in cfg.node_names),
+                         *(f"pacemaker-{n}-membership" for n in cfg.node_names)}
     node1_host = run.outputs["managementIps"][cfg.node_names[0]]
     for name, cmd in cmds.items():
         conn = cmd.inputs["connection"]
         assert conn["user"] == "admin"
         assert cmd.is_secret("connection.privateKey") or cmd.is_secret("connection")
-        if not name.endswith("-ready"):
+        if not name.endswith(("-ready", "-membership")):
             assert conn["host"] == node1_host
     hosts = {cmds[f"pacemaker-{n}-ready"].inputs["connection"]["host"]
              for n in cfg.node_names}
@@ -63,7 +64,7 @@ def test_up_ends_with_the_health_check_after_every_push(stack_run):
     health, push = cmds["pacemaker-health"], cmds["pacemaker-cib-push"]
     assert health.inputs["create"] == health.inputs["update"] == "sudo bash -s health"
     assert health.inputs["stdin"] == push.inputs["stdin"]
-    assert health.inputs["triggers"] == push.inputs["triggers"]
+    assert health.inputs["triggers"][0] == push.inputs["triggers"][0]
 
 
 def test_node_readiness_fails_on_cloud_init_errors_and_names_what_is_missing(stack_run):
@@ -94,3 +95,29 @@ def test_a_model_change_changes_the_push_trigger_and_script():
     same = commands(run_stack("testnet"))["pacemaker-cib-push"]
     assert same.inputs["triggers"] == base.inputs["triggers"]
     assert same.inputs["stdin"] == base.inputs["stdin"]
+
+
+def test_a_replaced_node_is_retired_by_the_other_node_first_then_rejoins(stack_run):
+    cfg, run = stack_run
+    cmds = commands(run)
+    hosts = run.outputs["managementIps"]
+    ids = run.outputs["instanceIds"]
+    setup, push = cmds["pacemaker-corosync-setup"], cmds["pacemaker-cib-push"]
+    for node, other in (cfg.node_names, cfg.node_names[::-1]):
+        member = cmds[f"pacemaker-{node}-membership"]
+        assert member.inputs["connection"]["host"] == hosts[other]
+        assert member.inputs["create"] == f"sudo bash -s rejoin {node}"
+        assert member.inputs["delete"] == f"sudo bash -s retire {node}"
+        assert member.inputs["stdin"] == push.inputs["stdin"]
+        # A new instance id replaces the membership: delete (retire) before create (rejoin).
+        assert member.inputs["triggers"] == [ids[node]]
+        assert member.delete_before_replace
+        # `pulumi destroy` deletes the setup too: no retire of a cluster being torn down.
+        assert member.deleted_with == setup.key
+        assert member.key in push.depends_on
+        assert cmds[f"pacemaker-{node}-ready"].inputs["triggers"] == [ids[node]]
+    # The instance goes first (its primary ENI attaches to one instance at a time), and
+    # the health check runs again after a replacement.
+    instances = [i for i in run.of_type(INSTANCE) if "prep-ha:node" in i.inputs["tags"]]
+    assert all(i.delete_before_replace for i in instances)
+    assert cmds["pacemaker-health"].inputs["triggers"][1:] == [ids[n] for n in cfg.node_names]

@@ -71,7 +71,8 @@ def test_nodes_boot_from_the_products_user_data_with_cloud_init_clean(lab):
 def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
     names = [r.name for r in lab.command_runs]
     assert names == [f"pacemaker-{NODE1}-ready", f"pacemaker-{NODE2}-ready",
-                     "pacemaker-corosync-setup", "pacemaker-cib-push", "pacemaker-health",
+                     "pacemaker-corosync-setup", f"pacemaker-{NODE1}-membership",
+                     f"pacemaker-{NODE2}-membership", "pacemaker-cib-push", "pacemaker-health",
                      "pacemaker-image-roll"]
     assert "healthy" in lab.command_runs[-2].stdout
     # The roll Command ran from the client over SSH, found both nodes on the stack's image.
@@ -111,6 +112,8 @@ def test_second_up_changes_nothing(lab):
     out = {r.name: r.stdout for r in runs}
     assert "already set up" in out["pacemaker-corosync-setup"]
     assert "already pushed, nothing to do" in out["pacemaker-cib-push"]
+    for node in (NODE1, NODE2):
+        assert out[f"pacemaker-{node}-membership"].endswith(f"{node} is a cluster member\n")
     assert "healthy" in out["pacemaker-health"]
 
 
@@ -274,9 +277,10 @@ def test_the_leak_scan_finds_a_planted_leak(lab):
     assert not scan_lab(lab).hits
 
 
-@pytest.mark.parametrize("case", ["heartbeat", "service", "standby", "hang", "links",
-                                  "split", "arbiter", "arbiter-split", "switchover", "upgrade",
-                                  "roll-refused"])
+# The replacements first: the cases after them fence nodes through the host map they rewrote.
+@pytest.mark.parametrize("case", ["replace", "replace-lost", "heartbeat", "service", "standby",
+                                  "hang", "links", "split", "arbiter", "arbiter-split",
+                                  "switchover", "upgrade", "roll-refused"])
 def test_drill(lab, case):
     drill = Drill(lab)
     result = drill.run_case(case)

@@ -15,9 +15,11 @@ from collections import defaultdict
 import boto3
 import pytest
 
-from lab.deploy import Deployment
+from lab.cloud import replace_ec2_instance
+from lab.deploy import Command, Deployment
 from lab.motocloud import MotoCloud, seed_debian_amis
 from lab.program import PROJECT_DIR
+from lab.replacement import commands_after
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import parse_script
 from prep_ha.config import load_stack_file
@@ -207,17 +209,21 @@ def test_iam_role_profile_key_pair_and_load_balancer(endpoint, deployment, ssh_k
 
 
 def test_commands_in_order_with_the_programs_script(deployment):
-    """Per-node waits first, then setup, then the CIB push (and whatever follows the push)."""
+    """Per-node waits first, then setup, the memberships, then the CIB push (and whatever
+    follows the push)."""
     commands = {c.name: c for c in deployment.commands}
     names = list(commands)
     waits = names[:2]
     assert all(not commands[w].depends_on for w in waits)
     assert {commands[w].host for w in waits} == {
         n.management_eip.public_ip for n in deployment.nodes}
-    assert names[2:4] == ["pacemaker-corosync-setup", "pacemaker-cib-push"]
+    memberships = [f"pacemaker-{n}-membership" for n in CFG.node_names]
+    assert names[2:6] == ["pacemaker-corosync-setup", *memberships, "pacemaker-cib-push"]
     setup, push = commands["pacemaker-corosync-setup"], commands["pacemaker-cib-push"]
-    assert set(setup.depends_on) == set(waits) and push.depends_on == [setup.name]
-    for later in names[4:]:
+    assert set(setup.depends_on) == set(waits) and push.depends_on == memberships
+    for member, wait in zip(memberships, waits, strict=True):
+        assert commands[member].depends_on == [setup.name, wait]
+    for later in names[6:]:
         assert commands[later].depends_on and all(
             names.index(d) >= names.index(push.name) for d in commands[later].depends_on)
     assert setup.stdin == push.stdin and parse_script(push.stdin) == build_model(CFG)
@@ -289,6 +295,43 @@ def test_json_round_trip_without_secret_values(deployment, ssh_key):
     assert Deployment.from_json(text).commands[0].private_key is None
 
 
+# After the tests of the deployment: it replaces one of its instances.
+def test_replacing_an_instance_keeps_its_enis_volume_and_inputs(endpoint, deployment):
+    """lab/cloud.py `replace`, as `pulumi up --replace` of node 1's instance does it; and the
+    Commands the next `up` runs again (lab/replacement.py)."""
+    ec2 = client(endpoint, "ec2")
+    node = deployment.nodes[0]
+
+    def described(instance_id: str) -> dict:
+        [inst] = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
+            "Instances"]
+        return inst
+
+    before = described(node.instance_id)
+    new_id = replace_ec2_instance(ec2, node.instance_id)
+    after = described(new_id)
+    assert new_id != node.instance_id
+    assert described(node.instance_id)["State"]["Name"] == "terminated"
+    assert after["State"]["Name"] == "running"
+    assert {n["Attachment"]["DeviceIndex"]: n["NetworkInterfaceId"]
+            for n in after["NetworkInterfaces"]} == {e.device_index: e.eni_id for e in node.enis}
+    assert [m["Ebs"]["VolumeId"] for m in after["BlockDeviceMappings"]
+            if m["DeviceName"] == "/dev/sdf"] == [v.volume_id for v in node.data_volumes]
+    attr = ec2.describe_instance_attribute(InstanceId=new_id, Attribute="userData")
+    assert attr["UserData"]["Value"] == node.user_data_base64
+    for key in ("ImageId", "InstanceType", "KeyName", "Tags", "MetadataOptions"):
+        assert after[key] == before[key], key
+    assert after["IamInstanceProfile"]["Arn"] == before["IamInstanceProfile"]["Arn"]
+    # The next `up`: the replaced node's wait and membership, the health check and the image
+    # roll are replaced (create); the push has the new id on its command line (update).
+    commands = json.loads(deployment.to_json().replace(node.instance_id, new_id))["commands"]
+    again = commands_after([Command(**c) for c in commands], new_id)
+    assert [(c.name, update) for c, update in again] == [
+        (f"pacemaker-{node.node}-ready", False), (f"pacemaker-{node.node}-membership", False),
+        ("pacemaker-cib-push", True), ("pacemaker-health", False),
+        ("pacemaker-image-roll", False)]
+
+
 def test_ami_lookup_registers_one_when_moto_has_none(endpoint, ssh_key, deployment):
     # Runs after the tests above: it resets moto.
     reset_moto(endpoint)
@@ -326,3 +369,4 @@ def test_command_line_writes_the_description(endpoint, tmp_path, ssh_key):
     sm = client(endpoint, "secretsmanager")
     assert sm.get_secret_value(SecretId=CFG.keystore_password_secret_name)[
         "SecretString"] == LAB_KEYSTORE_PASSWORD
+

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NAMESPACE = "icon-prep-ha"
+# The ICON node image, and the tags config admits for it (as Docker does): the roll and the
+# node's prep-ha-image accept only `ICON_IMAGE_REPO:tag` references of this shape.
+ICON_IMAGE_REPO = "iconloop/icon2-node"
+ICON_IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 
 # ICON networks the icon2-node image knows (its SERVICE variable) and what they are for.
 ICON_NETWORKS = {
@@ -141,7 +145,7 @@ class StackConfig:
     @property
     def icon_image(self) -> str:
         """What the nodes run; `pulumi up` rolls a change through the pair (prep_ha/ops)."""
-        return f"iconloop/icon2-node:{self.icon_image_tag}"
+        return f"{ICON_IMAGE_REPO}:{self.icon_image_tag}"
 
     @property
     def arbiter_ip(self) -> str:
@@ -373,7 +377,7 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
                           "default")
 
     tag = str(_require(raw, "iconImageTag", "pin a release of iconloop/icon2-node, e.g. v1.4.6"))
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+    if not re.fullmatch(ICON_IMAGE_TAG, tag):
         raise ConfigError("iconImageTag", f"{tag!r} is not a Docker image tag",
                           "use a release tag such as v1.4.6")
     if mainnet and tag == "latest":

@@ -15,6 +15,7 @@ import pytest
 
 from prep_ha.ops import shell
 from prep_ha.ops.shell import OpsError
+from tests.fixtures.fake_keys import FAKE_SSH_PRIVATE_KEY, PEM_HEADER
 from tests.pulumi_mocks import ProgramRun, run_stack
 
 LOCAL_COMMAND = "command:local:Command"
@@ -90,7 +91,7 @@ def test_malformed_node_lists_are_refused(text):
 def test_the_key_from_stdin_lives_in_a_private_file_only_while_used():
     env = {shell.NODES_ENV: "n1=192.0.2.1 n2=192.0.2.2",
            shell.KNOWN_HOSTS_ENV: "192.0.2.1 ssh-ed25519 AAAA\n"}
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"
+    key = FAKE_SSH_PRIVATE_KEY
     with shell.from_environment(env, key) as nodes:
         path = nodes.key_file
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -105,7 +106,7 @@ def test_the_roll_command_refuses_a_missing_input(missing):
     env = {shell.NODES_ENV: "n1=192.0.2.1 n2=192.0.2.2",
            shell.KNOWN_HOSTS_ENV: "192.0.2.1 ssh-ed25519 AAAA\n"}
     env.pop(missing, None)
-    key = "" if missing == "key" else "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    key = "" if missing == "key" else PEM_HEADER + "\n"
     with pytest.raises(OpsError, match=missing if missing != "key" else "private key"):
         with shell.from_environment(env, key):
             pass

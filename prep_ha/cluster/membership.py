@@ -78,11 +78,15 @@ pcsd_auth_node() {{
   pcsd_auth "$1" "${{addrs%% *}}"
 }}
 
+# this_node: the cluster's name for this node (its hostname when no cluster runs here).
+this_node() {{
+  crm_node --name 2>/dev/null || hostname
+}}
+
 # node_facts NODE: "NODE's state, this node's state, quorate, where Peer runs" (NODE_FACTS).
 node_facts() {{
   crm_mon --one-shot --output-as=xml 2>/dev/null \
-    | python3 -c "$NODE_FACTS" "$1" "$(crm_node --name 2>/dev/null || hostname)" {PEER_GROUP} \
-    || echo "absent absent no -"
+    | python3 -c "$NODE_FACTS" "$1" "$(this_node)" {PEER_GROUP} || echo "absent absent no -"
 }}
 
 replacing() {{
@@ -122,7 +126,7 @@ wait_online() {{
 retire() {{
   local node="$1" here state mine quorate peer changed="nothing changed"
   knet_addresses "$node" >/dev/null
-  here=$(crm_node --name 2>/dev/null || hostname)
+  here=$(this_node)
   [ "$node" != "$here" ] || refuse "retire $node" "it runs on the node that stays, not on $node"
   read -r state mine quorate peer <<<"$(node_facts "$node")"
   # Both nodes at once: the second retire runs on a node already taken out (or, at the same

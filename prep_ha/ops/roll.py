@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass
 
 from prep_ha.cluster.model import CTZ_GROUP
+from prep_ha.config import ICON_IMAGE_REPO, ICON_IMAGE_TAG
 from prep_ha.ops.pair import Pair
 from prep_ha.ops.shell import OpsError
 from prep_ha.ops.switchover import MOVE_TIMEOUT_S, switchover
 
-# As prep-ha-image checks it on the node.
-IMAGE = re.compile(r"iconloop/icon2-node:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# As stack config admits the tag and prep-ha-image checks the reference on the node.
+IMAGE = re.compile(f"{re.escape(ICON_IMAGE_REPO)}:{ICON_IMAGE_TAG}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,6 +55,11 @@ def test_process_argv_and_environment_are_searched():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                              env={**os.environ, "LEAKED": CANARY})
     try:
+        # Until the child has exec'd, /proc shows the environment it was forked with.
+        cmdline = f"/proc/{child.pid}/cmdline"
+        deadline = time.monotonic() + 10
+        while b"time.sleep" not in open(cmdline, "rb").read() and time.monotonic() < deadline:
+            time.sleep(0.01)
         scanner = Scanner({"canary": CANARY})
         scanner.processes("processes", [child.pid, os.getpid()], "here")
         assert [h.where for h in scanner.hits] == [f"here pid {child.pid} environ"]

@@ -180,7 +180,7 @@ class NodePair(pulumi.ComponentResource):
             management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
             peer_vip=cfg.peer_vip, citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
-            hacluster_secret_id=v[4], alert_topic_arn=v[5]))))
+            hacluster_secret_id=v[4], chain_sync=cfg.chain_sync, alert_topic_arn=v[5]))))
 
         instance = aws.ec2.Instance(
             f"{prefix}-instance", ami=ami_id, instance_type=cfg.instance_type,

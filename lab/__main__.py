@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     drill.add_argument("--stack")
     drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, "
                        "links; with the arbiter also split, arbiter, arbiter-split; "
-                       "operations: switchover, upgrade, roll-refused, replace, replace-lost")
+                       "operations: switchover, upgrade, roll-refused, restore-refused, "
+                       "replace, replace-lost")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)

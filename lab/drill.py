@@ -332,6 +332,7 @@ class Drill:
         cases.update({"switchover": lambda: operations.switchover_case(self),
                       "upgrade": lambda: operations.upgrade_case(self),
                       "roll-refused": lambda: operations.refused_roll_case(self),
+                      "restore-refused": lambda: operations.refused_while_restoring_case(self),
                       "replace": lambda: replacement.replacement_case(self),
                       "replace-lost": lambda: replacement.lost_replacement_case(self)})
         return cases

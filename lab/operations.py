@@ -1,4 +1,5 @@
-"""Drill cases for day-2 operations on the real nodes: switchover, image roll, refused roll.
+"""Drill cases for day-2 operations on the real nodes: switchover, image roll, refused roll,
+and both refused while a snapshot restore runs.
 
 The roll runs as `pulumi up` runs it after `pulumi config set iconImageTag`: the program's own
 image-roll Command with the new image on its command line (tests/test_operations.py shows a
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lab.bootstrap import run_command
@@ -22,7 +24,7 @@ from lab.node import exec_in
 from lab.observe import Prober, Sampler, roles_on
 from lab.topology import CLIENT_NS
 from prep_ha.ops.pair import Pair
-from prep_ha.ops.shell import NodeShell
+from prep_ha.ops.shell import NodeShell, OpsError
 from prep_ha.ops.switchover import switchover
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from lab.node import NodeSpec
 
 ROLL_COMMAND = "pacemaker-image-roll"
+# A data volume's restore marks (cloud-init/files/prep-ha-chain-sync).
+RESTORE_PENDING = "/app/icon/restore-pending"
+RESTORED = "/app/icon/data/restore/RESTORED"
 PROBE_INTERVAL = 0.1
 
 
@@ -161,22 +166,59 @@ def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
     return r
 
 
+def refused_while_restoring_case(drill: Drill) -> CaseResult:
+    """The standby's first snapshot restore has not finished (its volume's marks as
+    prep-ha-chain-sync reads them): Pacemaker calls the pair healthy, but a switchover or a
+    roll would put the peer, or restart the citizen, on a node without a chain."""
+    r, active, other, pair = start_case(drill, "a switchover or roll during the standby's "
+                                               "snapshot restore is refused")
+    before = {n: pair.current_image(n) for n in pair.shell.names}
+    exec_in(other, "sh", "-c", f"mv {RESTORED} {RESTORED}.lab && date -u > {RESTORE_PENDING}")
+    try:
+        for what, refused in (("switchover", _refusal(lambda: switchover(pair))),
+                              ("`pulumi up` with a new image", _refused_roll(drill))):
+            r.check(f"{what} fails: {_refused_line(refused)}",
+                    "snapshot restore" in refused and "nothing changed" in refused)
+    finally:
+        exec_in(other, "sh", "-c", f"mv {RESTORED}.lab {RESTORED} && rm -f {RESTORE_PENDING}")
+    _nothing_changed(drill, r, pair, before, active.name)
+    return r
+
+
+def _nothing_changed(drill: Drill, r: CaseResult, pair: Pair, before: dict[str, str],
+                     active: str) -> None:
+    after = {n: pair.current_image(n) for n in pair.shell.names}
+    r.check(f"no node's image changed ({after})", after == before)
+    answer = probe(drill.vip)
+    r.check(f"the peer still answers from {active}", answer is not None
+            and answer["node"] == active)
+
+
+def _refused_roll(drill: Drill) -> str:
+    """`pulumi up` with a new image tag: the error it failed with ('' if it rolled)."""
+    return _refusal(lambda: run_command(
+        roll_command(drill, f"{drill.lab.cfg.icon_image}-refused"), drill.lab.key, update=True))
+
+
+def _refused_line(error: str) -> str:
+    return next((ln for ln in error.splitlines() if "refused" in ln), "(it did not fail)")
+
+
+def _refusal(attempt: Callable[[], object]) -> str:
+    """The error an operation failed with; '' if it went through."""
+    try:
+        attempt()
+    except (LabError, OpsError) as e:
+        return str(e)
+    return ""
+
+
 def refused_roll_case(drill: Drill) -> CaseResult:
     """A roll on an unhealthy cluster (the standby in standby mode) changes nothing."""
     r, active, other, pair = start_case(drill, "a roll while the cluster is unhealthy is refused")
     before = {n: pair.current_image(n) for n in pair.shell.names}
     exec_in(active, "pcs", "node", "standby", other.name)
-    try:
-        run_command(roll_command(drill, f"{drill.lab.cfg.icon_image}-refused"), drill.lab.key,
-                    update=True)
-        refused = ""
-    except LabError as e:
-        refused = str(e)
-    r.check("`pulumi up` fails: " + next((ln for ln in refused.splitlines() if "refused" in ln),
-                                         "(it did not fail)"), "nothing changed" in refused)
-    after = {n: pair.current_image(n) for n in pair.shell.names}
-    r.check(f"no node's image changed ({after})", after == before)
-    answer = probe(drill.vip)
-    r.check(f"the peer still answers from {active.name}", answer is not None
-            and answer["node"] == active.name)
+    refused = _refused_roll(drill)
+    r.check(f"`pulumi up` fails: {_refused_line(refused)}", "nothing changed" in refused)
+    _nothing_changed(drill, r, pair, before, active.name)
     return r

@@ -52,6 +52,7 @@ KNOWN_KEYS = (
     "arbiterInstanceType",
     "corosyncTokenMs",
     "alertEmail",
+    "chainSync",
     "keystore",
     "keystorePassword",
 )
@@ -81,6 +82,9 @@ MIN_TOKEN_MS = 1000
 MAINNET_MIN_TOKEN_MS = 2000
 MAX_TOKEN_MS = 30000
 DEFAULT_ARBITER_TYPE = "t4g.micro"
+# How a node fills a freshly created data volume: from ICON's chain snapshot (the image's
+# FASTEST_START) or block by block from genesis. A volume that holds a chain is never refilled.
+CHAIN_SYNC = ("snapshot", "genesis")
 # One mailbox, as SNS takes it: no display name, no list (subscribe a team alias instead).
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
@@ -141,6 +145,7 @@ class StackConfig:
     nodes: tuple[NodeAddresses, NodeAddresses] = field(repr=False)
     # Subscribed to the alert topic (components/alerts.py); None: the topic has no subscriber.
     alert_email: str | None = None
+    chain_sync: str = "snapshot"  # one of CHAIN_SYNC
 
     @property
     def icon_image(self) -> str:
@@ -424,6 +429,12 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         raise ConfigError("terminationProtection", "is false on MainNet",
                           "remove the key; MainNet validators always keep termination protection")
 
+    chain_sync = raw.get("chainSync", CHAIN_SYNC[0])
+    if chain_sync not in CHAIN_SYNC:
+        raise ConfigError("chainSync", f"{chain_sync!r} is neither snapshot nor genesis",
+                          "use snapshot (a new data volume starts from ICON's chain snapshot) "
+                          "or genesis (it syncs every block from the first)")
+
     return StackConfig(
         stack=stack, region=region, icon_network=network, availability_zone=az, vpc_id=vpc_id,
         vpc_cidr=str(vpc), service_subnet_cidr=str(service),
@@ -435,6 +446,7 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         termination_protection=protection, quorum_arbiter=arbiter,
         arbiter_subnet_cidr=str(arbiter_net), arbiter_instance_type=arbiter_type,
         corosync_token_ms=token, nodes=nodes, alert_email=_email(raw, "alertEmail"),
+        chain_sync=chain_sync,
     )
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from prep_ha.config import ICON_IMAGE_REPO, ICON_IMAGE_TAG
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # EC2 rejects user-data above 16 KiB (before base64). The document travels gzip-compressed
 # (cloud-init detects gzip), which leaves room for the node's scripts and their comments.
@@ -27,6 +29,8 @@ FILES: tuple[tuple[str, str, str], ...] = (
     ("aws-config", "/root/.aws/config", "0600"),
     ("prep-ha-secret", "/usr/local/sbin/prep-ha-secret", "0755"),
     ("prep-ha-data-volume", "/usr/local/sbin/prep-ha-data-volume", "0755"),
+    ("prep-ha-chain-sync", "/usr/local/sbin/prep-ha-chain-sync", "0755"),
+    ("prep-ha-citizen-key", "/usr/local/sbin/prep-ha-citizen-key", "0755"),
     ("prep-ha-network", "/usr/local/sbin/prep-ha-network", "0755"),
     ("prep-ha-holds-peer", "/usr/local/sbin/prep-ha-holds-peer", "0755"),
     ("prep-ha-fence-restart", "/usr/local/sbin/prep-ha-fence-restart", "0755"),
@@ -82,6 +86,8 @@ class NodeUserData:
     keystore_secret_id: str
     keystore_password_secret_id: str
     hacluster_secret_id: str
+    # How prep-ha-data-volume marks a volume it formats (prep_ha.config.CHAIN_SYNC).
+    chain_sync: str = "snapshot"
     # Where prep-ha-alert publishes; empty (lab/image.py, which only reads the packages):
     # the agent still counts events as metrics.
     alert_topic_arn: str = ""
@@ -140,6 +146,8 @@ def _values(node: NodeUserData) -> dict[str, str]:
     values["management_gateway"] = str(management.network_address + 1)
     # Node names are <clusterName>-<n> (StackConfig.node_names).
     values["cluster_name"] = node.node_name.rsplit("-", 1)[0]
+    # What prep-ha-image accepts, as config and the roll do (an ERE as well as a Python re).
+    values["icon_image_pattern"] = f"{ICON_IMAGE_REPO}:{ICON_IMAGE_TAG}"
     return values
 
 

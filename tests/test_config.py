@@ -165,6 +165,8 @@ RULES = [
                  {"alertEmail": "Ops <ops@example.com>"}, id="alert-email-display-name"),
     pytest.param("testnet", "alertEmail", "remove the key", {"alertEmail": ["ops@example.com"]},
                  id="alert-email-not-a-string"),
+    pytest.param("testnet", "chainSync", "snapshot", {"chainSync": "fast"},
+                 id="chain-sync-unknown"),
 ]
 
 
@@ -185,6 +187,8 @@ def test_defaults_fill_in():
     assert cfg.nodes[0].service_ip == "10.41.1.11" and cfg.nodes[1].heartbeat_ip == "10.41.2.12"
     assert cfg.termination_protection is False
     assert cfg.management_access == "public"
+    assert cfg.chain_sync == "snapshot"
+    assert load("testnet", chainSync="genesis").chain_sync == "genesis"
 
 
 def test_mainnet_defaults_are_strict():

@@ -7,13 +7,14 @@ The lab comes up once for the module (about 3 minutes after the image is cached)
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from lab.bootstrap import run_commands
-from lab.cluster import Lab, down, missing_tools, running_lab
+from lab.cluster import KEYSTORE, Lab, down, missing_tools, running_lab
 from lab.drill import Drill
 from lab.netns import namespaces
 from lab.node import exec_in, exec_proc
@@ -263,6 +264,31 @@ def test_the_key_lives_in_tmpfs_on_the_peer_node_only(lab):
     assert exec_proc(other, "test", "-e", "/run/prep-ha/peer").returncode != 0
 
 
+# What the image logs once it has restored ICON's snapshot (lab/standins/icon_node.py); both
+# roles' booting logs live on the node's data volume.
+RESTORE_DONE = "[RESTORE] DOWNLOAD from ICON2 DB"
+
+
+def restores_on(spec) -> int:
+    return exec_in(spec, "sh", "-c", "cat /app/icon/*/logs/booting.log").count(RESTORE_DONE)
+
+
+def test_fresh_data_volumes_start_from_the_snapshot_and_the_citizen_has_its_own_wallet(lab):
+    peer = peer_node(lab)
+    citizen = next(s for s in lab.nodes if s.name != peer.name)
+    for spec in lab.nodes:
+        # Formatted at first boot for a snapshot sync; the first start of a role restored.
+        assert restores_on(spec) == 1
+        assert exec_proc(spec, "test", "-e", "/app/icon/data/restore/RESTORED").returncode == 0
+    keystore = exec_in(citizen, "cat", "/app/icon/ctz/key/keystore.json")
+    address = json.loads(keystore)["address"]
+    log = exec_in(citizen, "cat", "/app/icon/ctz/logs/booting.log")
+    assert f"[goloop] wallet {address} from /goloop/key/keystore.json" in log
+    assert address != json.loads(KEYSTORE.read_text())["address"]  # the validator's
+    assert exec_in(citizen, "stat", "-c", "%a %U", "/app/icon/ctz/key",
+                   "/app/icon/ctz/key/keysecret").split("\n")[:2] == ["700 root", "600 root"]
+
+
 def test_the_leak_scan_finds_a_planted_leak(lab):
     from lab.leakscan import lab_secrets, scan_lab
     password = lab_secrets(lab)["keystore password"]
@@ -282,13 +308,24 @@ def test_the_leak_scan_finds_a_planted_leak(lab):
 # The replacements first: the cases after them fence nodes through the host map they rewrote.
 @pytest.mark.parametrize("case", ["replace", "replace-lost", "heartbeat", "service", "standby",
                                   "hang", "links", "split", "arbiter", "arbiter-split",
-                                  "switchover", "upgrade", "roll-refused"])
+                                  "switchover", "upgrade", "roll-refused",
+                                  "restore-refused"])
 def test_drill(lab, case):
     drill = Drill(lab)
     result = drill.run_case(case)
     drill.leak_scan(result, [])
     print(result.report())
     assert result.checks and result.passed, result.report()
+
+
+def test_through_every_drill_no_data_volume_restored_twice(lab):
+    """Fences, failovers, replacements (the volume moves to the new instance) and image rolls
+    restarted both roles on both volumes: none restored the snapshot again."""
+    for spec in lab.nodes:
+        assert restores_on(spec) == 1
+        assert exec_proc(spec, "test", "-e", "/app/icon/restore-pending").returncode != 0
+        assert "FASTEST_START=false" in exec_in(spec, "sh", "-c",
+                                                "cat /run/prep-ha/*-chain-sync.env")
 
 
 def test_down_removes_every_namespace_mount_and_loop_device(lab):

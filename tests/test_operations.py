@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -17,6 +18,7 @@ from prep_ha.ops import shell
 from prep_ha.ops.shell import OpsError
 from tests.fixtures.fake_keys import FAKE_SSH_PRIVATE_KEY, PEM_HEADER
 from tests.pulumi_mocks import ProgramRun, run_stack
+from tests.standin_node import IMAGE, needs_node_python, standin_node
 
 LOCAL_COMMAND = "command:local:Command"
 ROLL = "pacemaker-image-roll"
@@ -129,11 +131,33 @@ def test_the_policy_pack_refuses_the_key_on_a_plain_stdin(runs):
     assert "a PEM private key" in str(plain["secrets-plain-inputs"])
 
 
-@pytest.mark.parametrize("image", ["iconloop/icon2-node:v1; rm -rf /", "other/image:v1",
-                                   "iconloop/icon2-node:", "iconloop/icon2-node:$(id)"])
+NOT_PLAIN = ["iconloop/icon2-node:v1; rm -rf /", "other/image:v1", "iconloop/icon2-node:",
+             "iconloop/icon2-node:$(id)", "iconloop/icon2-node:v1\nv2", "iconloop/icon2-node:-v1",
+             "iconloop/icon2-node:" + "v" * 129]
+
+
+@pytest.mark.parametrize("image", NOT_PLAIN)
 def test_the_roll_refuses_an_image_that_is_not_a_plain_reference(image):
     from prep_ha.ops.roll import roll
 
     # Refused before the pair is touched: the pair argument is never used.
     with pytest.raises(OpsError, match="not an iconloop/icon2-node:TAG reference"):
         roll(None, image)  # type: ignore[arg-type]
+
+
+@needs_node_python
+def test_the_nodes_prep_ha_image_admits_what_the_roll_admits(tmp_path):
+    """The node's own check (rendered from the same pattern) refuses what the roll refuses,
+    before it touches anything, and takes the stack's image."""
+    with standin_node(tmp_path) as node:
+        script = str(node.path("/usr/local/sbin/prep-ha-image"))
+        for image in NOT_PLAIN:
+            for action in ("pull", "set"):
+                result = subprocess.run([script, action, image], env=node.env,
+                                        capture_output=True, text=True)
+                assert result.returncode == 2, (action, image)
+                assert "is not an iconloop/icon2-node:TAG reference" in result.stderr
+        for image in (IMAGE, "iconloop/icon2-node:" + "v" * 128):
+            result = subprocess.run([script, "pull", image], env=node.env, capture_output=True,
+                                    text=True)
+            assert result.returncode == 0, result.stderr

@@ -142,7 +142,8 @@ def test_failed_hacluster_fetch_never_sets_an_empty_password(tmp_path, fetch):
 
 
 def test_packages_and_first_boot_commands(stack_run):
-    _, run = stack_run
+    stack, run = stack_run
+    cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
     volumes = {v.id for v in run.of_type("aws:ebs/volume:Volume")}
     seen_volumes = set()
     for user_data in user_data_of(run):
@@ -158,6 +159,7 @@ def test_packages_and_first_boot_commands(stack_run):
         assert any(c.startswith("systemctl enable --now prep-ha-pull-image") for c in commands)
         [mount] = [c for c in doc["runcmd"] if c[0] == "/usr/local/sbin/prep-ha-data-volume"]
         seen_volumes.add(mount[1])
+        assert mount[2] == cfg.chain_sync  # how a volume it formats is filled
         # Never enabled: Pacemaker alone starts the ICON services.
         assert not any("peer.service" in c or "ctz.service" in c for c in commands)
     assert seen_volumes == volumes
@@ -179,13 +181,21 @@ def test_peer_and_citizen_units(stack_run):
         peer = unit(files["/etc/systemd/system/peer.service"]["content"])["Service"]
         assert peer["RuntimeDirectory"] == "prep-ha/peer" and peer["UMask"] == "0077"
         assert peer["RuntimeDirectoryMode"] == "0700"
-        for name in ("peer", "ctz"):
-            pre = [ln.split("=", 1)[1] for ln in
-                   files[f"/etc/systemd/system/{name}.service"]["content"].splitlines()
-                   if ln.startswith("ExecStartPre=")]
-            # A fenced node's leftover container goes before anything else happens.
-            assert pre[0] == f"/usr/bin/docker-compose -p {name} -f /etc/prep-ha/{name}.yml down"
-        assert len(pre) == 1  # the citizen fetches nothing
+        pre = {name: [ln.split("=", 1)[1] for ln in
+                      files[f"/etc/systemd/system/{name}.service"]["content"].splitlines()
+                      if ln.startswith("ExecStartPre=")] for name in ("peer", "ctz")}
+        for name, steps in pre.items():
+            # The env_file compose reads (for `down` too) first, then a fenced node's leftover
+            # container goes before anything else happens.
+            assert steps[:2] == [
+                f"/usr/local/sbin/prep-ha-chain-sync /app/icon /run/prep-ha/{name}-chain-sync.env",
+                f"/usr/bin/docker-compose -p {name} -f /etc/prep-ha/{name}.yml down"]
+        # The citizen fetches no secret: it makes its own wallet on the data volume.
+        assert pre["ctz"][2:] == [
+            "/bin/rm -f /app/icon/ctz/config/keystore.json /app/icon/ctz/config/keysecret",
+            "/usr/local/sbin/prep-ha-citizen-key /app/icon/ctz/key"]
+        assert [s.split()[0] for s in pre["peer"][2:]] == [
+            "/bin/rm", "/usr/local/sbin/prep-ha-secret", "/usr/local/sbin/prep-ha-secret"]
 
 
 def test_compose_files(stack_run):
@@ -196,13 +206,17 @@ def test_compose_files(stack_run):
         files = files_of(user_data)
         peer = yaml.safe_load(files["/etc/prep-ha/peer.yml"]["content"])["services"]["icon2-node"]
         ctz = yaml.safe_load(files["/etc/prep-ha/ctz.yml"]["content"])["services"]["icon2-node"]
-        for service in (peer, ctz):
+        for name, service in (("peer", peer), ("ctz", ctz)):
             # The image comes from the node's icon-image.env (rolled by prep-ha-image).
             assert service["image"] == "${ICON_IMAGE:?set in /etc/prep-ha/icon-image.env}"
             assert service["environment"]["SERVICE"] == cfg.icon_network
             assert service["restart"] == "no"
             assert "network_mode" not in service  # bridge: no IMDS from containers
             assert "/app/icon/data:/goloop/data" in service["volumes"]
+            # FASTEST_START only from prep-ha-chain-sync; the image's key generation off.
+            assert service["env_file"] == f"/run/prep-ha/{name}-chain-sync.env"
+            assert "FASTEST_START" not in service["environment"]
+            assert service["environment"]["IS_AUTOGEN_CERT"] == "false"
         assert files["/etc/prep-ha/icon-image.env"]["content"] == \
             f"ICON_IMAGE=iconloop/icon2-node:{cfg.icon_image_tag}\n"
         assert peer["environment"]["ROLE"] == 3
@@ -211,13 +225,16 @@ def test_compose_files(stack_run):
         # The key only in the read-only tmpfs mount; nothing secret in the environment
         # (Docker keeps it in config.v2.json) and no keystore in /goloop/config (the image's
         # start-up would write KEY_PASSWORD over GOLOOP_KEY_SECRET).
-        assert "env_file" not in peer
-        assert not {"KEY_PASSWORD", "KEY_STORE_FILENAME"} & set(peer["environment"])
-        assert peer["environment"]["GOLOOP_KEY_STORE"] == "/goloop/secret/keystore.json"
-        assert peer["environment"]["GOLOOP_KEY_SECRET"] == "/goloop/secret/keysecret"
-        assert "/run/prep-ha/peer:/goloop/secret:ro" in peer["volumes"]
+        for service, key_dir in ((peer, "/run/prep-ha/peer:/goloop/secret"),
+                                 (ctz, "/app/icon/ctz/key:/goloop/key")):
+            assert not {"KEY_PASSWORD", "KEY_STORE_FILENAME"} & set(service["environment"])
+            key_mount = key_dir.split(":")[1]
+            assert service["environment"]["GOLOOP_KEY_STORE"] == f"{key_mount}/keystore.json"
+            assert service["environment"]["GOLOOP_KEY_SECRET"] == f"{key_mount}/keysecret"
+            assert f"{key_dir}:ro" in service["volumes"]
+        # The citizen's wallet is its own: nothing of the P-Rep's key reaches it.
         assert not any(v.split(":")[0].startswith("/run") for v in ctz["volumes"])
-        assert "keystore" not in json.dumps(ctz).lower()
+        assert "secret" not in json.dumps(ctz["volumes"])
 
 
 def network_script(user_data: str, tmp_path: Path) -> dict:

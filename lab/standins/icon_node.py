@@ -10,8 +10,9 @@ mounts to host paths; others land in the container's writable layer, as with Doc
 It reproduces what the image's start-up leaves behind, because the lab's leak scan relies on
 it; see icon2-docker (github.com/icon-project/icon2-docker, tag v1.4.4_test_passed, commit a0eafcb):
 ctx/init_manager.py InitManager.run runs, in this order, ConfigureSetter.create_yaml_file,
-create_env_file, make_base_dir and create_key (ctx/config/configure_setter.py), after
-ctx/config/configure.py Configure.get_config has logged every setting. ctx fills every setting
+create_env_file, make_base_dir, create_key and create_db (ctx/config/configure_setter.py,
+the snapshot restore of ctx/manager/restore_v3.py), after ctx/config/configure.py
+Configure.get_config has logged every setting. ctx fills every setting
 the environment does not give from the network's default_configure.yml (KEY_PASSWORD's default
 is the public "password123!@#", KEY_STORE_FILENAME's "keystore.json").
 Then it stands in for goloop (s6/services.d/01-goloop/run: `goloop server start`), which loads
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import socketserver
@@ -43,7 +45,11 @@ ENV.pop("PREP_HA_LAB_CONTAINER", None)
 BASE_DIR = ENV.get("BASE_DIR", "/goloop")
 # default_configure.yml's `reference.env` defaults for what the environment leaves out.
 DEFAULTS = {"KEY_PASSWORD": "password123!@#", "KEY_STORE_FILENAME": "keystore.json",
-            "GOLOOP_KEY_SECRET": f"{BASE_DIR}/config/keysecret"}
+            "GOLOOP_KEY_SECRET": f"{BASE_DIR}/config/keysecret", "IS_AUTOGEN_CERT": "false",
+            "FASTEST_START": "false", "RESTORE_PATH": "restore"}
+# The chain's directory under GOLOOP_NODE_DIR (BASE_DIR/data); the stand-in uses MainNet's
+# chain id on every network.
+CHAIN = f"{BASE_DIR}/data/0x1"
 CONFIG: dict = {}  # the container's config.v2.json, loaded by main()
 
 
@@ -109,8 +115,13 @@ def initialise() -> None:
     for sub in ("config", "data", "logs"):  # make_base_dir
         host_path(f"{BASE_DIR}/{sub}", write=True).mkdir(parents=True, exist_ok=True)
     create_key(settings)
-    if ROLE == "peer":
-        load_goloop_key(settings)
+    create_db(settings)
+    load_goloop_key(settings)
+    # goloop syncs on from whatever chain is there: blocks land in the chain's db.
+    blocks = host_path(f"{CHAIN}/db/blocks", write=True)
+    blocks.parent.mkdir(parents=True, exist_ok=True)
+    with blocks.open("a") as f:
+        f.write(f"{ROLE} {datetime.now():%Y%m%d-%H:%M:%S}\n")
 
 
 def wallet_address(keystore: str, password: str) -> str:
@@ -132,9 +143,14 @@ def create_key(settings: dict) -> None:
     KEY_PASSWORD (the default if the environment gives none) in clear to GOLOOP_KEY_SECRET
     (default /goloop/config/keysecret: the config bind mount, i.e. the data volume) with mode
     664 *before* loading the wallet, then load it (a bad key stops the node). Without that
-    file (and IS_AUTOGEN_CERT, default false) it does nothing."""
+    file it does nothing, unless IS_AUTOGEN_CERT (default false) makes it create a wallet there
+    and write KEY_PASSWORD to GOLOOP_KEY_SECRET the same way."""
     keystore = f"{BASE_DIR}/config/{settings['KEY_STORE_FILENAME']}"
     if not host_path(keystore).exists():
+        if _true(settings["IS_AUTOGEN_CERT"]):  # a new wallet there, its password as below
+            write_file(keystore, json.dumps({"address": "hx" + "0" * 40}), 0o600)
+            write_file(settings["GOLOOP_KEY_SECRET"], settings["KEY_PASSWORD"])
+            log(f"Create a keystore, filename={settings['KEY_STORE_FILENAME']}")
         return
     password = settings["KEY_PASSWORD"]
     write_file(settings["GOLOOP_KEY_SECRET"], password)
@@ -142,14 +158,47 @@ def create_key(settings: dict) -> None:
     log(f"[WALLET] Successfully loaded Keystore file(json), address={address}, file={keystore}")
 
 
+def _true(value: str) -> bool:
+    return value.lower() == "true"  # ctx's converter.str2bool
+
+
+def create_db(settings: dict) -> None:
+    """ConfigureSetter.create_db: with FASTEST_START, Restore (restore_v3.py) skips when
+    data/RESTORE_PATH/RESTORED exists (already_restore_check); otherwise run_prejob deletes
+    the chain's contract, db, wal and genesis.zip, the snapshot is downloaded into data/ (the
+    stand-in writes a file in its place) and RESTORED is written."""
+    if not _true(settings["FASTEST_START"]):
+        log("[PASS] Ignore DB download")
+        return
+    marker = f"{BASE_DIR}/data/{settings['RESTORE_PATH']}/RESTORED"
+    if host_path(marker).exists():
+        log(f"[RESTORE PASS] Already restored. If you want to start over, delete the '{marker}'")
+        return
+    for item in ("contract", "db", "wal", "genesis.zip"):
+        path = host_path(f"{CHAIN}/{item}", write=True)
+        log(f"[RESTORE] Delete file is {CHAIN}/{item}")
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    write_file(f"{CHAIN}/db/snapshot", f"restored by {ROLE} {datetime.now():%Y%m%d-%H:%M:%S}\n")
+    write_file(marker, f"{datetime.now():%Y-%m-%d %H:%M:%S}")
+    log(f"[RESTORE] DOWNLOAD from ICON2 DB: the snapshot of {ENV.get('SERVICE', '')} restored")
+
+
 def load_goloop_key(settings: dict) -> None:
     """goloop server start: the wallet from GOLOOP_KEY_STORE, unlocked with the contents of
-    GOLOOP_KEY_SECRET (or GOLOOP_KEY_PASSWORD). A P-Rep without its key must not start (goloop
-    would make up a new wallet, which is not the P-Rep)."""
+    GOLOOP_KEY_SECRET (or GOLOOP_KEY_PASSWORD); a GOLOOP_KEY_STORE that cannot be read stops
+    it (cmd/cli: the config's key_store is read as a file). Without one goloop makes up a
+    wallet: fine for a citizen, but a P-Rep must not start as somebody else."""
     keystore = settings.get("GOLOOP_KEY_STORE") or ""
+    if not keystore and ROLE == "ctz":
+        log("[goloop] no key store: a new wallet for this run")
+        return
     if not keystore or not host_path(keystore).exists():
-        raise Failed(f"keystore {keystore or '(GOLOOP_KEY_STORE unset)'} not found: a P-Rep "
-                     "does not start without its key")
+        raise Failed(f"keystore {keystore or '(GOLOOP_KEY_STORE unset)'} not found: "
+                     + ("a P-Rep does not start without its key" if ROLE == "peer" else
+                        "goloop cannot read its key_store"))
     if "GOLOOP_KEY_PASSWORD" in ENV:
         password = ENV["GOLOOP_KEY_PASSWORD"]
     else:

@@ -19,6 +19,9 @@ from prep_ha.ops.shell import NodeShell, OpsError
 ROLES = {PEER_GROUP: "peer", CTZ_GROUP: "ctz"}  # group -> its container (icon2-<role>)
 # goloop's chain list on the RPC port (node/rest.go ChainView): the node serves the chain.
 CHAIN_STATUS = "curl -sf -m 3 http://127.0.0.1:9000/admin/chain"
+# The node's own answer (cloud-init/files/prep-ha-chain-sync): exit 0 while its data volume's
+# first snapshot restore is under way, i.e. there is no chain to serve from yet.
+RESTORING = "sudo /usr/local/sbin/prep-ha-chain-sync --restoring /app/icon"
 # Move constraints pcs and crm_resource leave behind (`move`, `ban`) until `clear`.
 MOVE_CONSTRAINT = re.compile(r'id="(cli-(?:prefer|ban)-[^"]+)"')
 
@@ -49,6 +52,14 @@ class Pair:
         if problems:
             raise OpsError(f"{what} refused, nothing changed: {problems}\nFix the cluster "
                            "first (`pcs status --full` on a node), then run it again.")
+        # Healthy to Pacemaker, but a node still restoring has no chain: moving the peer
+        # there, or restarting its role, would cost hours.
+        answers = {n: self.shell.run(n, RESTORING, check=False, timeout=30)
+                   for n in self.shell.names}
+        restoring = [f"{n}: {a.stdout.strip()}" for n, a in answers.items() if a.returncode == 0]
+        if restoring:
+            raise OpsError(f"{what} refused, nothing changed: {'; '.join(restoring)}\nRun it "
+                           "again once the restore is done (`journalctl -u ctz -u peer` there).")
 
     def peer_node(self) -> str:
         out = self.shell.out(self.shell.names[0],

@@ -17,6 +17,7 @@ from components.iam import NodeIam, NodeIamArgs
 from components.loadbalancer import PeerLoadBalancer, PeerLoadBalancerArgs
 from components.network import Network, NetworkArgs
 from components.node import NodePair, NodePairArgs
+from components.payload import PayloadStore, PayloadStoreArgs
 from components.secrets import AdminSshKey, AdminSshKeyArgs, NodeSecrets, NodeSecretsArgs
 from prep_ha.config import KNOWN_KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config
 from prep_ha.ops.shell import SSH_USER, ssh_files
@@ -78,9 +79,10 @@ def main() -> None:
     alerts = ClusterAlerts("alerts", ClusterAlertsArgs(
         config=cfg, load_balancer_arn_suffix=nlb.arn_suffix,
         peer_target_group_arn_suffix=nlb.peer_target_group_arn_suffix))
+    payloads = PayloadStore("payload", PayloadStoreArgs(config=cfg, vpc_id=network.vpc_id))
     iam = NodeIam("node-iam", NodeIamArgs(
         cluster_name=cfg.cluster_name, region=cfg.region, alert_topic_arn=alerts.topic_arn,
-        alert_key_arn=alerts.key_arn))
+        alert_key_arn=alerts.key_arn, payload_bucket_arn=payloads.bucket_arn))
     secrets = NodeSecrets("secrets", NodeSecretsArgs(
         config=cfg, reader_role_arn=iam.role_arn, reader_role_name=iam.role_name,
         vpc_id=network.vpc_id, endpoint_id=network.secrets_endpoint_id))
@@ -102,16 +104,21 @@ def main() -> None:
         alert_topic_arn=alerts.topic_arn,
         boot_after=[network, iam, secrets],
         internet_ready=network.internet_ready,
+        payload_store=payloads,
     ))
     arbiter = QuorumArbiter("arbiter", QuorumArbiterArgs(
         config=cfg, vpc_id=network.vpc_id, nat_gateway_id=network.nat_gateway_id,
+        s3_endpoint_id=network.s3_endpoint.id, payload_store=payloads,
         hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
         boot_after=[network, secrets])) if cfg.quorum_arbiter else None
+    payloads.admit([iam.role_arn, *([arbiter.role_arn] if arbiter else [])],
+                   network.s3_endpoint)
     cluster = PacemakerCluster("pacemaker", PacemakerClusterArgs(
         config=cfg, instance_ids=nodes.instance_ids, ssh_hosts=nodes.ssh_hosts,
         ssh_user=SSH_USER, ssh_private_key=ssh_key.private_key_openssh,
         ssh_host_keys=secrets.ssh_host_public_keys,
-        ready=[*nodes.ready, *([arbiter] if arbiter else [])]))
+        ready=[*nodes.ready, *([arbiter] if arbiter else [])],
+        payload_digests=nodes.payload_digests))
 
     key_file, known_hosts = ssh_files(cfg.cluster_name)
 

@@ -17,10 +17,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import EC2_ASSUME_ROLE_POLICY
-from components.node import IMDSV2_HOP_LIMIT_1, debian_ami, encrypted_root
+from components.node import IMDSV2_HOP_LIMIT_1, debian_ami, encrypted_root, user_data_for
+from components.payload import PayloadStore, read_payloads_policy
 from components.tags import ROLE_TAG, cluster_tags
 from prep_ha.config import StackConfig
-from prep_ha.userdata import ArbiterUserData, encode_user_data, render_arbiter_user_data
+from prep_ha.payload import TAG as PAYLOAD_TAG
+from prep_ha.userdata import ArbiterSettings, arbiter_payload
 
 QNETD_PORT = 5403
 PCSD_PORT = 2224
@@ -32,6 +34,9 @@ class QuorumArbiterArgs:
     config: StackConfig
     vpc_id: pulumi.Input[str]
     nat_gateway_id: pulumi.Input[str]
+    # The VPC's S3 gateway endpoint (its payload), which this subnet's routes must include.
+    s3_endpoint_id: pulumi.Input[str]
+    payload_store: PayloadStore
     hacluster_password_secret_arn: pulumi.Input[str]
     # Packages and the hacluster secret on first boot: NAT route and secret versions first.
     boot_after: Sequence[pulumi.Resource]
@@ -39,6 +44,7 @@ class QuorumArbiterArgs:
 
 class QuorumArbiter(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: QuorumArbiterArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -58,8 +64,11 @@ class QuorumArbiter(pulumi.ComponentResource):
             f"{name}-rt", vpc_id=args.vpc_id,
             routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": args.nat_gateway_id}],
             tags=tags("rt"), opts=child)
-        aws.ec2.RouteTableAssociation(f"{name}-rta", subnet_id=subnet.id,
-                                      route_table_id=table.id, opts=child)
+        routes = [aws.ec2.RouteTableAssociation(f"{name}-rta", subnet_id=subnet.id,
+                                                route_table_id=table.id, opts=child)]
+        routes.append(aws.ec2.VpcEndpointRouteTableAssociation(
+            f"{name}-s3-route", vpc_endpoint_id=args.s3_endpoint_id, route_table_id=table.id,
+            opts=child))
 
         sg = aws.ec2.SecurityGroup(
             f"{name}-sg", vpc_id=args.vpc_id, tags=tags("sg"), opts=child,
@@ -86,12 +95,16 @@ class QuorumArbiter(pulumi.ComponentResource):
                     "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
                     "Resource": [arn]}]})),
             opts=child)
+        reads_payloads = aws.iam.RolePolicy(f"{name}-read-payloads", role=role.id,
+                                            policy=args.payload_store.bucket_arn.apply(
+                                                read_payloads_policy), opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags("role"),
                                           opts=child)
 
-        user_data = pulumi.Output.from_input(args.hacluster_password_secret_arn).apply(
-            lambda arn: encode_user_data(render_arbiter_user_data(ArbiterUserData(
-                arbiter_name=cfg.arbiter_name, region=cfg.region, hacluster_secret_id=arn))))
+        digest = args.payload_store.publish(cfg.arbiter_name, pulumi.Output.from_input(
+            args.hacluster_password_secret_arn).apply(lambda arn: arbiter_payload(
+                ArbiterSettings(arbiter_name=cfg.arbiter_name, region=cfg.region,
+                                hacluster_secret_id=arn))))
         instance = aws.ec2.Instance(
             f"{name}-instance", ami=debian_ami(cfg.ami_id, cfg.arbiter_instance_type, self),
             instance_type=cfg.arbiter_instance_type, subnet_id=subnet.id,
@@ -100,11 +113,16 @@ class QuorumArbiter(pulumi.ComponentResource):
             metadata_options=IMDSV2_HOP_LIMIT_1,
             root_block_device=encrypted_root(ROOT_VOLUME_GIB, tags("root")),
             disable_api_termination=cfg.termination_protection,
-            user_data_base64=user_data,
-            tags={**tags("instance"), "Name": cfg.arbiter_name},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.boot_after),
-                                        ignore_changes=["ami", "userDataBase64"]))
+            user_data_base64=user_data_for(cfg.arbiter_name, cfg.region,
+                                           args.payload_store.bucket_name,
+                                           ssh_host_key=False),
+            tags={**tags("instance"), "Name": cfg.arbiter_name, PAYLOAD_TAG: digest},
+            # Its first boot fetches the payload: the route to S3 and the right to read first.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.boot_after, *routes, reads_payloads],
+                ignore_changes=["ami", "userDataBase64"]))
 
         self.instance_id = instance.id
         self.instance = instance
+        self.role_arn = role.arn
         self.register_outputs({"instanceId": instance.id})

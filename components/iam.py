@@ -1,6 +1,7 @@
 """The nodes' instance role: exactly what fence_aws, awsvip and prep-ha-secret call.
 
-From the agents shipped in Debian 12 (fence-agents 4.12, resource-agents 4.12):
+From the agents shipped in Debian 13 (fence-agents 4.16, resource-agents 4.16, which make the
+same calls as 4.12):
 - fence_aws: DescribeInstances (status, list), StopInstances (off, with Force), StartInstances
   (on); "reboot" is off+on, so no RebootInstances.
 - awsvip: DescribeInstances (monitor), AssignPrivateIpAddresses (start, --allow-reassignment),
@@ -11,6 +12,7 @@ From the agents shipped in Debian 12 (fence-agents 4.12, resource-agents 4.12):
 - prep-ha-alert (the Pacemaker alert agent, run as root through sudo): sns:Publish to the
   stack's alert topic, whose key it uses only through SNS, and cloudwatch:PutMetricData into
   the project's namespace only.
+- prep-ha-payload: s3:GetObject on the stack's payload objects (components/payload.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.alerts import METRIC_NAMESPACE
+from components.payload import read_payloads_policy
 from components.tags import CLUSTER_TAG, cluster_tags
 
 
@@ -130,6 +133,8 @@ class NodeIamArgs:
     # components/alerts.py ClusterAlerts.topic_arn and .key_arn.
     alert_topic_arn: pulumi.Input[str]
     alert_key_arn: pulumi.Input[str]
+    # components/payload.py PayloadStore.bucket_arn: the nodes' payloads.
+    payload_bucket_arn: pulumi.Input[str]
 
 
 class NodeIam(pulumi.ComponentResource):
@@ -159,6 +164,10 @@ class NodeIam(pulumi.ComponentResource):
             f"{name}-alerts", role=role.id,
             policy=pulumi.Output.all(args.alert_topic_arn, args.alert_key_arn).apply(
                 lambda v: json.dumps(alerts_policy(v[0], v[1], args.region))),
+            opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-read-payloads", role=role.id,
+            policy=pulumi.Output.from_input(args.payload_bucket_arn).apply(read_payloads_policy),
             opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags,
                                           opts=child)

@@ -39,6 +39,7 @@ class Network(pulumi.ComponentResource):
     heartbeat_subnet_id: pulumi.Output[str]
     management_subnet_id: pulumi.Output[str]
     secrets_endpoint_id: pulumi.Output[str]
+    s3_endpoint: aws.ec2.VpcEndpoint
     service_security_group_id: pulumi.Output[str]
     heartbeat_security_group_id: pulumi.Output[str]
     management_security_group_id: pulumi.Output[str]
@@ -87,7 +88,8 @@ class Network(pulumi.ComponentResource):
         self._route_table("public", vpc_id, public, {"gateway_id": igw_id})
         # Nodes reach ICON peers, Docker Hub and the AWS APIs (fence_aws, awsvip, Secrets
         # Manager) through the NAT gateway; their inbound ICON traffic comes via the NLB.
-        self._route_table("service", vpc_id, service, {"nat_gateway_id": nat.id})
+        service_table = self._route_table("service", vpc_id, service,
+                                          {"nat_gateway_id": nat.id})
         # Corosync link 0 is on-link between the two nodes: no route out at all.
         self._route_table("heartbeat", vpc_id, heartbeat, None)
         # "public": admins reach the management Elastic IPs through the IGW. "private":
@@ -134,6 +136,13 @@ class Network(pulumi.ComponentResource):
         self._egress(management_sg, ANYWHERE, "replies to admins via the management route")
 
         self.secrets_endpoint_id = self._secrets_endpoint(vpc_id, service)
+        # S3 (the payloads, components/payload.py) inside the VPC too: the nodes' calls leave
+        # from their service address, so its route table gets the endpoint's routes (the
+        # arbiter adds its own table).
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-s3", vpc_id=vpc_id, vpc_endpoint_type="Gateway",
+            service_name=f"com.amazonaws.{cfg.region}.s3", route_table_ids=[service_table.id],
+            tags=self._tags("s3"), opts=child)
 
         self.vpc_id = vpc_id
         self.nat_gateway_id = nat.id
@@ -152,6 +161,7 @@ class Network(pulumi.ComponentResource):
             "managementSubnetId": management.id,
             "natGatewayId": nat.id,
             "secretsEndpointId": self.secrets_endpoint_id,
+            "s3EndpointId": self.s3_endpoint.id,
         })
 
     def _secrets_endpoint(self, vpc_id: pulumi.Input[str],
@@ -180,7 +190,7 @@ class Network(pulumi.ComponentResource):
             tags=self._tags(role), opts=pulumi.ResourceOptions(parent=self))
 
     def _route_table(self, role: str, vpc_id: pulumi.Input[str], subnet: aws.ec2.Subnet,
-                     default_route: dict[str, pulumi.Input[str]] | None) -> None:
+                     default_route: dict[str, pulumi.Input[str]] | None) -> aws.ec2.RouteTable:
         routes = [{"cidr_block": ANYWHERE, **default_route}] if default_route else []
         table = aws.ec2.RouteTable(
             f"{self._name}-{role}-rt", vpc_id=vpc_id, routes=routes, tags=self._tags(role),
@@ -188,6 +198,7 @@ class Network(pulumi.ComponentResource):
         aws.ec2.RouteTableAssociation(
             f"{self._name}-{role}-rta", subnet_id=subnet.id, route_table_id=table.id,
             opts=pulumi.ResourceOptions(parent=self))
+        return table
 
     def _security_group(self, role: str, vpc_id: pulumi.Input[str],
                         description: str) -> aws.ec2.SecurityGroup:

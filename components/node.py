@@ -1,8 +1,8 @@
 """The two cluster nodes: instances, their three ENIs, data volumes and management addresses.
 
-Debian 12 on purpose: the nodes then run the same Pacemaker 2.1.5, pcs 0.11.5,
-fence-agents 4.12 and resource-agents 4.12 that the project's offline tests (pcs -f,
-crm_verify, crm_simulate) and the lab run, so what the tests prove is what production runs.
+The release is prep_ha/release.py's (Debian 13): the offline tests (pcs -f, crm_verify,
+crm_simulate, cloud-init schema) and the lab run that release's own packages
+(prep_ha/nodetools.py), so what the tests prove is what production runs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.payload import PayloadStore
 from components.tags import NODE_TAG, ROLE_TAG, cluster_tags
 from prep_ha.config import StackConfig
-from prep_ha.userdata import NodeUserData, encode_user_data, render_user_data
+from prep_ha.payload import TAG as PAYLOAD_TAG
+from prep_ha.release import ami_name_pattern
+from prep_ha.userdata import NodeSettings, encode_user_data, node_payload, render_user_data
 
 # Debian's official AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image).
 DEBIAN_AMI_OWNER = "136693071363"
@@ -33,14 +36,18 @@ def ami_architecture(instance_type: str) -> str:
     return "arm64" if m and "g" in m.group(1) else "x86_64"
 
 
-def debian_ami_name_pattern(architecture: str) -> str:
-    return f"debian-12-{'arm64' if architecture == 'arm64' else 'amd64'}-*"
-
-
 # IMDSv2 only; hop limit 1 keeps the role's credentials out of containers (the ICON
-# containers use bridge networking and need no IMDS). Every instance of the stack.
+# containers use bridge networking and need no IMDS). Tags readable there: the first boot
+# reads which payload to install from the instance's prep-ha:payload tag. Every instance.
 IMDSV2_HOP_LIMIT_1 = {"http_endpoint": "enabled", "http_tokens": "required",
-                      "http_put_response_hop_limit": 1}
+                      "http_put_response_hop_limit": 1, "instance_metadata_tags": "enabled"}
+
+
+def user_data_for(hostname: str, region: str, bucket: pulumi.Input[str], *,
+                  ssh_host_key: bool) -> pulumi.Output[str]:
+    """userDataBase64 of an instance: fetch the payload its tag names from the bucket."""
+    return pulumi.Output.from_input(bucket).apply(lambda b: encode_user_data(
+        render_user_data(hostname, region, b, ssh_host_key=ssh_host_key)))
 
 
 def encrypted_root(size_gib: int, tags: dict[str, str]) -> dict[str, object]:
@@ -51,14 +58,15 @@ def encrypted_root(size_gib: int, tags: dict[str, str]) -> dict[str, object]:
 
 def debian_ami(pinned: str | None, instance_type: str,
                parent: pulumi.Resource) -> pulumi.Input[str]:
-    """The pinned AMI, else the latest official Debian 12 image for the type's architecture."""
+    """The pinned AMI, else the latest official Debian image of the nodes' release for the
+    type's architecture."""
     if pinned:
         return pinned
     arch = ami_architecture(instance_type)
     return aws.ec2.get_ami_output(
         most_recent=True, owners=[DEBIAN_AMI_OWNER],
         filters=[
-            {"name": "name", "values": [debian_ami_name_pattern(arch)]},
+            {"name": "name", "values": [ami_name_pattern(arch)]},
             {"name": "architecture", "values": [arch]},
             {"name": "virtualization-type", "values": ["hvm"]},
         ],
@@ -88,12 +96,16 @@ class NodePairArgs:
     boot_after: Sequence[pulumi.Resource]
     # Management Elastic IPs need the internet gateway.
     internet_ready: Sequence[pulumi.Resource]
+    # Where each node's payload goes (its tag names the digest).
+    payload_store: PayloadStore
 
 
 class NodePair(pulumi.ComponentResource):
     instance_ids: list[pulumi.Output[str]]
     ssh_hosts: list[pulumi.Output[str]]
     service_eni_ids: list[pulumi.Output[str]]
+    # The digest of each node's payload, node 1 first (the roll installs them).
+    payload_digests: list[pulumi.Output[str]]
     # Everything the Pacemaker bootstrap must wait for.
     ready: list[pulumi.Resource]
 
@@ -116,6 +128,7 @@ class NodePair(pulumi.ComponentResource):
         self.instance_ids = []
         self.ssh_hosts = []
         self.service_eni_ids = []
+        self.payload_digests = []
         self.ready = []
         for index in range(2):
             self._node(index, ami_id, placement)
@@ -124,6 +137,7 @@ class NodePair(pulumi.ComponentResource):
             "instanceIds": self.instance_ids,
             "sshHosts": self.ssh_hosts,
             "serviceEniIds": self.service_eni_ids,
+            "payloadDigests": self.payload_digests,
         })
 
     def _node(self, index: int, ami_id: pulumi.Input[str],
@@ -169,18 +183,19 @@ class NodePair(pulumi.ComponentResource):
             # delete it at all.
             opts=pulumi.ResourceOptions(parent=self, protect=cfg.termination_protection))
 
-        user_data = pulumi.Output.all(
+        payload = pulumi.Output.all(
             data_volume.id, args.p2p_public_ip, args.keystore_secret_arn,
             args.keystore_password_secret_arn, args.hacluster_password_secret_arn,
             args.alert_topic_arn,
-        ).apply(lambda v: encode_user_data(render_user_data(NodeUserData(
+        ).apply(lambda v: node_payload(NodeSettings(
             node_name=node_name, region=cfg.region, icon_network=cfg.icon_network,
             icon_image=cfg.icon_image, data_volume_id=v[0],
             heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
             management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
             peer_vip=cfg.peer_vip, citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
-            hacluster_secret_id=v[4], chain_sync=cfg.chain_sync, alert_topic_arn=v[5]))))
+            hacluster_secret_id=v[4], chain_sync=cfg.chain_sync, alert_topic_arn=v[5])))
+        digest = args.payload_store.publish(node_name, payload)
 
         instance = aws.ec2.Instance(
             f"{prefix}-instance", ami=ami_id, instance_type=cfg.instance_type,
@@ -192,8 +207,11 @@ class NodePair(pulumi.ComponentResource):
             disable_api_termination=cfg.termination_protection,
             # fence_aws fences by StopInstances: stop protection would disable STONITH.
             disable_api_stop=False,
-            user_data_base64=user_data,
-            tags={**tags("instance"), "Name": node_name, ROLE_TAG: role},
+            user_data_base64=user_data_for(node_name, cfg.region,
+                                           args.payload_store.bucket_name, ssh_host_key=True),
+            # The payload a new instance installs at first boot; a new digest changes the tag
+            # only (in place) and the roll installs it on the running node.
+            tags={**tags("instance"), "Name": node_name, ROLE_TAG: role, PAYLOAD_TAG: digest},
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(args.boot_after),
                 # A newer Debian image must not replace a live validator, and user-data
@@ -235,4 +253,5 @@ class NodePair(pulumi.ComponentResource):
         self.instance_ids.append(instance.id)
         self.ssh_hosts.append(ssh_host)
         self.service_eni_ids.append(service_eni.id)
+        self.payload_digests.append(digest)
         self.ready.extend([instance, *attachments])

@@ -1,4 +1,4 @@
-"""python -m lab {up,status,drill,leakscan,bench,down,aws-drill}: see the project README."""
+"""python -m lab {image,up,status,drill,leakscan,bench,down,aws-drill}: see the project README."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def _lab(stack: str | None) -> Lab:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab")
     sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("image", help="build (or reuse) the cached node image, its mirror and the "
+                   "nodes' tools the offline tests run")
     up = sub.add_parser("up", help="bring the lab up and leave it running")
     up.add_argument("--stack", default="testnet")
     sub.add_parser("status", help="pcs status of the running lab")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, "
                        "links; with the arbiter also split, arbiter, arbiter-split; "
                        "operations: switchover, upgrade, roll-refused, restore-refused, "
-                       "replace, replace-lost")
+                       "replace, replace-lost, payload-roll, payload-corrupt")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
     bench.add_argument("--stack", default="testnet")
     bench.add_argument("--runs", type=int, default=3)
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if missing := missing_tools():
         raise SystemExit(f"missing tools: {', '.join(missing)} (`bash .ci/run` installs them)")
+    if args.command == "image":
+        from lab.image import ensure_image
+        from prep_ha.nodetools import node_tools
+        image = ensure_image()
+        tools = node_tools()
+        print(f"node image: {image.rootfs.parent.name}, mirror {image.mirror.parent.name} "
+              f"(until {image.expires:%Y-%m-%d %H:%M} UTC); the nodes' tools (Debian "
+              f"{tools.release}) from {tools.where}")
+        return 0
     if args.command == "up":
         lab = Lab.from_stack(args.stack)
         STACK_FILE.write_text(args.stack)

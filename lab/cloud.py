@@ -58,7 +58,8 @@ class CloudConfig:
 
 
 def endpoint_names(region: str) -> list[str]:
-    return [f"*.{region}.amazonaws.com", "*.amazonaws.com"]
+    # S3 names a bucket in front of the regional endpoint (BUCKET.s3.REGION.amazonaws.com).
+    return [f"*.{region}.amazonaws.com", "*.amazonaws.com", f"*.s3.{region}.amazonaws.com"]
 
 
 def make_certificates(run_dir: Path, region: str, ips: list[str]) -> Path:
@@ -218,12 +219,14 @@ def wire(cfg: CloudConfig, ns: str, leases: list[Lease], elastic_ips: dict[str, 
 
 # ---- the controller's window onto the EC2 API (run inside the namespace)
 
-def _client(run_dir: Path, service: str = "ec2"):  # noqa: ANN202
+def _client(run_dir: Path, service: str = "ec2", **config: object):  # noqa: ANN202
     import boto3
+    from botocore.config import Config
 
     cfg = CloudConfig.load(run_dir)
     return boto3.client(service, region_name=cfg.region, endpoint_url="https://127.0.0.1",
-                        verify=False, aws_access_key_id="lab", aws_secret_access_key="lab")
+                        verify=False, aws_access_key_id="lab", aws_secret_access_key="lab",
+                        config=Config(**config))
 
 
 _ec2 = _client
@@ -276,7 +279,8 @@ def replace_ec2_instance(ec2, old_id: str) -> str:  # noqa: ANN001 - a boto3 EC2
             ec2.detach_network_interface(AttachmentId=nic["Attachment"]["AttachmentId"])
     ec2.terminate_instances(InstanceIds=[old_id])
     metadata = {k: old["MetadataOptions"][k] for k in ("HttpEndpoint", "HttpTokens",
-                                                       "HttpPutResponseHopLimit")}
+                                                       "HttpPutResponseHopLimit",
+                                                       "InstanceMetadataTags")}
     new_id = ec2.run_instances(
         ImageId=old["ImageId"], InstanceType=old["InstanceType"], MinCount=1, MaxCount=1,
         KeyName=old["KeyName"], IamInstanceProfile={"Arn": old["IamInstanceProfile"]["Arn"]},
@@ -294,6 +298,24 @@ def replace_ec2_instance(ec2, old_id: str) -> str:  # noqa: ANN001 - a boto3 EC2
     return new_id
 
 
+def _s3(run_dir: Path):  # noqa: ANN202
+    from lab.motocloud import S3_CLIENT
+
+    return _client(run_dir, "s3", **S3_CLIENT)
+
+
+def get_object(run_dir: Path, bucket: str, key: str, path: str) -> None:
+    Path(path).write_bytes(_s3(run_dir).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def put_object(run_dir: Path, bucket: str, key: str, path: str) -> None:
+    _s3(run_dir).put_object(Bucket=bucket, Key=key, Body=Path(path).read_bytes())
+
+
+def tag_instances(run_dir: Path, key: str, value: str, *ids: str) -> None:
+    _ec2(run_dir).create_tags(Resources=list(ids), Tags=[{"Key": key, "Value": value}])
+
+
 def start_instances(run_dir: Path, *ids: str) -> None:
     _ec2(run_dir).start_instances(InstanceIds=list(ids))
 
@@ -308,6 +330,7 @@ if __name__ == "__main__":
     urllib3.disable_warnings()  # the controller's own calls to 127.0.0.1 skip the lab CA
     command, directory = sys.argv[1], Path(sys.argv[2])
     {"serve": serve, "describe": describe, "start": start_instances,
-     "stop": stop_instances, "alerts": alerts,
+     "stop": stop_instances, "alerts": alerts, "get-object": get_object,
+     "put-object": put_object, "tag": tag_instances,
      "replace": lambda d, old: print(replace_ec2_instance(_ec2(d), old))}[command](
         directory, *sys.argv[3:])

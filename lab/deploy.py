@@ -37,6 +37,7 @@ from typing import Any
 from lab.motocloud import MotoCloud, seed_debian_amis
 from lab.program import ACCOUNT, ProgramRun, run_stack, stack_config
 from prep_ha.keystore import KEYSTORE_ENV, PASSWORD_FILE_ENV
+from prep_ha.payload import TAG as PAYLOAD_TAG
 
 __all__ = ["Command", "Deployment", "ElasticIp", "Eni", "MotoCloud", "Node", "Volume",
            "deploy", "main", "seed_debian_amis"]
@@ -114,6 +115,8 @@ class Node:
     data_volumes: list[Volume]
     management_eip: ElasticIp | None
     cluster_node: bool = True  # False for the quorum arbiter
+    # The payload its tag names (prep_ha/payload.py), in the deployment's payload bucket.
+    payload_digest: str = ""
 
     def eni(self, device_index: int) -> Eni:
         return next(e for e in self.enis if e.device_index == device_index)
@@ -156,6 +159,7 @@ class Deployment:
     load_balancer: dict[str, str]  # arn, dns_name, public_ip
     commands: list[Command]
     outputs: dict[str, Any]  # the stack's non-secret exports
+    payload_bucket: str  # where the instances' payloads are (components/payload.py)
     # In memory only: the values the program stored in Secrets Manager (by secret name) and
     # the passwords generated for it (by logical name); and the program run itself.
     secret_values: dict[str, str] = _memory_only(factory=dict)
@@ -243,7 +247,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
             key_name=inst.get("KeyName", ""),
             instance_profile_arn=inst.get("IamInstanceProfile", {}).get("Arn", ""),
             enis=enis, data_volumes=volumes, management_eip=management,
-            cluster_node=NODE_TAG in tags))
+            cluster_node=NODE_TAG in tags, payload_digest=tags.get(PAYLOAD_TAG, "")))
     nodes.sort(key=lambda n: n.node)  # node 1, node 2, then the arbiter (lab/topology.py)
 
     by_key = {r.key: r for r in run.resources}
@@ -286,6 +290,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
                  for s in run.of_type("aws:secretsmanager/secret:Secret")},
         elastic_ips=eips, load_balancer=load_balancer, commands=commands,
         outputs={k: v for k, v in run.outputs.items() if k not in run.secret_outputs},
+        payload_bucket=next(b.id for b in run.of_type("aws:s3/bucket:Bucket")),
         secret_values=dict(cloud.secret_values), generated_passwords=dict(cloud.passwords),
         run=run)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab import operations, replacement
+from lab import operations, payloads, replacement
 from lab.client import probe
 from lab.cloud import read_events
 from lab.cluster import Lab
@@ -334,7 +334,9 @@ class Drill:
                       "roll-refused": lambda: operations.refused_roll_case(self),
                       "restore-refused": lambda: operations.refused_while_restoring_case(self),
                       "replace": lambda: replacement.replacement_case(self),
-                      "replace-lost": lambda: replacement.lost_replacement_case(self)})
+                      "replace-lost": lambda: replacement.lost_replacement_case(self),
+                      "payload-roll": lambda: payloads.payload_roll_case(self),
+                      "payload-corrupt": lambda: payloads.corrupt_payload_case(self)})
         return cases
 
     def run(self, names: list[str] | None = None, echo: Callable[[str], None] = print,

@@ -1,16 +1,23 @@
-"""The lab node's image: a cached Debian 12 rootfs shaped like the official EC2 AMI, and the
-partial Debian mirror (lab/mirror.py) its user-data installs packages from.
+"""The lab node's image: a cached Debian rootfs of the nodes' release (prep_ha/release.py)
+shaped like the official EC2 AMI, the partial Debian mirror (lab/mirror.py) its user-data
+installs packages from, and the nodes' tools (prep_ha/nodetools.py).
 
-The rootfs is debootstrap minbase plus the package classes of Debian's bookworm EC2 image,
-installed without Recommends, as debian-cloud-images builds it. Nodes mount it read-only as
-the lower layer of an overlayfs, so it is only ever written while it is being built.
+The rootfs is debootstrap minbase plus the package classes of Debian's EC2 image of that
+release, installed without Recommends, as debian-cloud-images builds it. Nodes mount it
+read-only as the lower layer of an overlayfs, so it is only ever written while it is being
+built. The tools are the user-data packages installed into an overlay of the rootfs from the
+mirror, as a node's first boot installs them: the offline tests run the nodes' pcs,
+Pacemaker and cloud-init from there.
 
 Cache (PREP_HA_LAB_CACHE or /var/cache/prep-ha-lab), under image/:
   rootfs-<key>-<stamp>/{rootfs/,manifest.json}   key: ROOTFS_VERSION + packages + files
   mirror-<key>-<stamp>/{mirror/,manifest.json}   key: MIRROR_VERSION + rootfs build + user-data
                                                   packages + lab .debs (content, not mtimes)
+  tools-<key>-<stamp>/{tools/,manifest.json}     key: the mirror build; tools/ is an overlay
+                                                  upper layer on the rootfs
+and node-tools.json beside image/, naming the current tools' layers.
 A build is made in image/.tmp-* and renamed into place only when complete, under image/.lock.
-A rootfs is reused for ROOTFS_MAX_AGE; a mirror until lab.mirror.mirror_expiry.
+A rootfs is reused for ROOTFS_MAX_AGE; a mirror (and its tools) until lab.mirror.mirror_expiry.
 """
 
 from __future__ import annotations
@@ -31,44 +38,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from lab.standins.packages import build_debs
-from prep_ha.userdata import (
-    ArbiterUserData,
-    NodeUserData,
-    render_arbiter_user_data,
-    render_user_data,
-)
+from prep_ha.nodetools import POINTER, cache_dir, os_release
+from prep_ha.payload import Payload
+from prep_ha.release import DEBIAN_CODENAME
+from prep_ha.userdata import ArbiterSettings, NodeSettings, arbiter_payload, node_payload
 
 Echo = Callable[[str], object]
 
-CACHE_ENV = "PREP_HA_LAB_CACHE"
-DEFAULT_CACHE = Path("/var/cache/prep-ha-lab")
 MIRROR_HOST = "deb.debian.org"
 ARCHIVE = f"http://{MIRROR_HOST}"
-SUITE = "bookworm"
+SUITE = DEBIAN_CODENAME
 ARCH = "amd64"
 # (archive, suite) of each line of the image's sources.list.
 SUITES: tuple[tuple[str, str], ...] = (
-    ("debian", "bookworm"),
-    ("debian", "bookworm-updates"),
-    ("debian-security", "bookworm-security"),
+    ("debian", SUITE),
+    ("debian", f"{SUITE}-updates"),
+    ("debian-security", f"{SUITE}-security"),
 )
 LAB_REPO = "prep-ha-lab"
 
 # Bump when the recipe changes in a way the cache key cannot see (code, not data).
-ROOTFS_VERSION = 1
+ROOTFS_VERSION = 2
 ROOTFS_MAX_AGE = dt.timedelta(days=30)
+TOOLS_VERSION = 1
 
-# The package classes of Debian's bookworm EC2 image (debian-cloud-images config_space,
-# vendor ec2; release bookworm adds EXTRAS). Left out: the kernel, grub, initramfs-growroot
-# and apparmor (a container boots none of them; apparmor would load profiles into the host's
-# kernel), and the man pages / editors / bash-completion of EXTRAS.
+# The package classes of Debian's trixie EC2 image (debian-cloud-images config_space/13,
+# vendor ec2: SYSTEM_BOOT, TIME_SYSTEMD, CLOUD, EC2, EXTRAS). Left out: the kernel, grub,
+# dosfstools, cloud-initramfs-growroot and apparmor (a container boots none of them; apparmor
+# would load profiles into the host's kernel), and the man pages / editors / bash-completion
+# of EXTRAS. The DHCP client (dhcpcd-base) comes as cloud-init's dependency, as on the AMI.
 IMAGE_PACKAGES: dict[str, tuple[str, ...]] = {
-    "SYSTEM_BOOT": ("sudo", "libpam-systemd", "systemd-resolved", "libnss-myhostname",
-                    "netplan.io", "polkitd", "unattended-upgrades", "zstd", "apt-utils", "init",
-                    "iptables", "iputils-ping", "less", "netbase", "vim-tiny", "whiptail"),
+    "SYSTEM_BOOT": ("sudo", "e2fsprogs", "libpam-systemd", "systemd-resolved", "libnss-resolve",
+                    "libnss-myhostname", "netplan.io", "polkitd", "unattended-upgrades", "zstd",
+                    "apt-utils", "init", "iptables", "iputils-ping", "linux-sysctl-defaults",
+                    "less", "nano", "netbase", "vim-tiny", "whiptail"),
     "TIME_SYSTEMD": ("systemd-timesyncd",),
     "CLOUD": ("openssh-server", "ssh-import-id"),
     "EC2": ("awscli", "cloud-init", "cloud-guest-utils", "amazon-ec2-utils"),
@@ -77,8 +81,8 @@ IMAGE_PACKAGES: dict[str, tuple[str, ...]] = {
                "screen", "xz-utils"),
     # On the real image the kernel, initramfs or FAI pull these in, or the lab relies on
     # them; named so that --no-install-recommends cannot drop them.
-    "BASE": ("isc-dhcp-client", "systemd-sysv", "dbus", "udev", "iproute2", "e2fsprogs",
-             "python3-yaml", "procps", "kmod", "locales"),
+    "BASE": ("systemd-sysv", "dbus", "udev", "iproute2", "python3-yaml", "procps", "kmod",
+             "locales"),
 }
 
 APT_SOURCES = "".join(f"deb {ARCHIVE}/{archive} {suite} main\n" for archive, suite in SUITES)
@@ -140,9 +144,11 @@ class Image:
 
     rootfs: Path  # the root directory: use as an overlayfs lowerdir, never write to it
     mirror: Path  # serve with lab.mirror.serve_mirror()
+    tools: Path  # the user-data packages installed: an overlay upper layer on rootfs
     rootfs_manifest: Path
     mirror_manifest: Path
     packages: tuple[str, ...]  # the user-data packages the mirror serves
+    apt_conf: tuple[tuple[str, str], ...]  # the user-data's apt.conf.d files, name and text
     expires: dt.datetime  # rebuild the mirror after this (UTC)
 
     def manifest(self) -> dict:
@@ -150,22 +156,31 @@ class Image:
                 "mirror": json.loads(self.mirror_manifest.read_text())}
 
 
-def user_data_packages() -> list[str]:
-    """The `packages:` of the product's user-data (nodes and arbiter), as cloud-init passes
-    them to apt."""
-    # Any valid node: the package list is the same for all of them.
-    node = NodeUserData(
+def _sample_payloads() -> tuple[Payload, Payload]:
+    """A node's and the arbiter's payload: their packages and apt settings are the same for
+    every instance."""
+    node = NodeSettings(
         node_name="lab-1", region="eu-central-1", icon_network="LisbonNet", icon_image="icon",
         data_volume_id="vol-1", heartbeat_ip="10.0.2.1", heartbeat_cidr="10.0.2.0/24",
         management_ip="10.0.3.1", management_cidr="10.0.3.0/24", peer_vip="10.0.1.2",
         citizen_vip="10.0.1.1", p2p_advertise="10.0.1.1:7100", keystore_secret_id="k",
         keystore_password_secret_id="p", hacluster_secret_id="h")
-    arbiter = ArbiterUserData(arbiter_name="lab-arbiter", region="eu-central-1",
+    arbiter = ArbiterSettings(arbiter_name="lab-arbiter", region="eu-central-1",
                               hacluster_secret_id="h")
-    packages = [p for doc in (render_user_data(node), render_arbiter_user_data(arbiter))
-                for p in yaml.safe_load(doc)["packages"]]
-    # cloud-init's util.expand_package_list: [name, version] means name=version.
-    return sorted({p if isinstance(p, str) else "=".join(map(str, p)) for p in packages})
+    return node_payload(node), arbiter_payload(arbiter)
+
+
+def user_data_packages() -> list[str]:
+    """The packages the instances' payloads install (nodes and arbiter)."""
+    return sorted({p for payload in _sample_payloads() for p in payload.packages})
+
+
+def user_data_apt_conf() -> dict[str, str]:
+    """apt.conf.d file name -> content, as the payloads put them in place before they install
+    their packages (they decide what apt installs)."""
+    prefix = "/etc/apt/apt.conf.d/"
+    return {f.path[len(prefix):]: f.content for payload in _sample_payloads()
+            for f in payload.files if f.path.startswith(prefix)}
 
 
 # --------------------------------------------------------------------------- chroot
@@ -395,11 +410,12 @@ def _mounted_paths() -> set[str]:
 
 def _prune(images: Path, keep: set[Path], echo: Echo) -> None:
     """Remove superseded builds, except the newest superseded mirror (a running lab may still
-    serve it) and any rootfs a node still mounts."""
+    serve it) and any rootfs or tools a node or a tool run still mounts."""
     for tmp in images.glob(".tmp-*"):  # under the lock, any leftover is from a dead build
         shutil.rmtree(tmp, ignore_errors=True)
     superseded = [d for d, _ in _builds(images, "mirror") if d not in keep][1:]
-    superseded += [d for d, _ in _builds(images, "rootfs") if d not in keep]
+    superseded += [d for kind in ("rootfs", "tools") for d, _ in _builds(images, kind)
+                   if d not in keep]
     mounted = _mounted_paths()
     for d in superseded:
         if any(p.startswith(str(d)) for p in mounted):
@@ -409,18 +425,21 @@ def _prune(images: Path, keep: set[Path], echo: Echo) -> None:
             shutil.rmtree(d)
 
 
-def ensure_image(cache_dir: Path | None = None, *, lab_debs: Sequence[Path] | None = None,
+def ensure_image(cache: Path | None = None, *, lab_debs: Sequence[Path] | None = None,
                  packages: Sequence[str] | None = None, echo: Echo = print) -> Image:
-    """The cached rootfs and mirror, (re)built first if missing, outdated or expired.
+    """The cached rootfs, mirror and tools, (re)built first if missing, outdated or expired;
+    node-tools.json then names these tools.
 
     lab_debs: the stand-in .debs for the prep-ha-lab repo (default: lab.standins builds them).
     packages: what the mirror must serve (default: the product user-data's `packages:`).
     """
     from lab import mirror  # not at the top: lab.mirror imports this module
 
-    images = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE) / "image"
+    top = cache or cache_dir()
+    images = top / "image"
     images.mkdir(parents=True, exist_ok=True)
     packages = list(packages) if packages is not None else user_data_packages()
+    apt_conf = user_data_apt_conf()
     with _locked(images / ".lock"):
         if lab_debs is None:
             shutil.rmtree(images / "standins", ignore_errors=True)
@@ -441,7 +460,7 @@ def ensure_image(cache_dir: Path | None = None, *, lab_debs: Sequence[Path] | No
 
         lab = sorted((mirror.deb_digest(p), p.name) for p in debs)
         mkey = _key(mirror.MIRROR_VERSION, rootfs_dir.name, packages, [d for d, _ in lab],
-                    mirror.INDEX_FILES, SUITES)
+                    mirror.INDEX_FILES, SUITES, apt_conf)
         found = next(((d, m) for d, m in _builds(images, "mirror", mkey)
                       if now < dt.datetime.fromisoformat(m["expires"])), None)
         if found is None:
@@ -449,7 +468,8 @@ def ensure_image(cache_dir: Path | None = None, *, lab_debs: Sequence[Path] | No
 
             def make_mirror(tmp: Path) -> dict:
                 manifest = mirror.build_mirror(tmp / "mirror", rootfs_dir / "rootfs",
-                                               tmp / "work", packages, debs, old_mirrors, echo)
+                                               tmp / "work", packages, apt_conf, debs,
+                                               old_mirrors, echo)
                 shutil.rmtree(tmp / "work")
                 expires = mirror.mirror_expiry(now, manifest["indexes"])
                 return {**manifest, "version": mirror.MIRROR_VERSION, "rootfs": rootfs_dir.name,
@@ -458,9 +478,35 @@ def ensure_image(cache_dir: Path | None = None, *, lab_debs: Sequence[Path] | No
             found = _build(images, "mirror", mkey, now, echo, make_mirror)
             built = True
         mirror_dir, manifest = found
+
+        tkey = _key(TOOLS_VERSION, mirror_dir.name)
+        tools_dir = next((d for d, _ in _builds(images, "tools", tkey)), None)
+        if tools_dir is None:
+            def make_tools(tmp: Path) -> dict:
+                result = mirror.install_offline(rootfs_dir / "rootfs", mirror_dir / "mirror",
+                                                packages, apt_conf, tmp / "work", echo)
+                (tmp / "work/node/upper/usr/sbin/policy-rc.d").unlink()
+                (tmp / "work/node/upper").rename(tmp / "tools")
+                shutil.rmtree(tmp / "work")
+                return {"version": TOOLS_VERSION, "mirror": mirror_dir.name,
+                        "installed": result["status"]}
+
+            tools_dir, _ = _build(images, "tools", tkey, now, echo, make_tools)
+            built = True
+        _write_pointer(top, tools_dir / "tools", rootfs_dir / "rootfs")
         if built:
-            _prune(images, {rootfs_dir, mirror_dir}, echo)
+            _prune(images, {rootfs_dir, mirror_dir, tools_dir}, echo)
         return Image(rootfs=rootfs_dir / "rootfs", mirror=mirror_dir / "mirror",
+                     tools=tools_dir / "tools",
                      rootfs_manifest=rootfs_dir / "manifest.json",
                      mirror_manifest=mirror_dir / "manifest.json", packages=tuple(packages),
+                     apt_conf=tuple(sorted(apt_conf.items())),
                      expires=dt.datetime.fromisoformat(manifest["expires"]))
+
+
+def _write_pointer(top: Path, tools: Path, rootfs: Path) -> None:
+    """node-tools.json: where prep_ha.nodetools finds the nodes' tools (written atomically)."""
+    doc = {"release": os_release(rootfs)["VERSION_ID"], "layers": [str(tools), str(rootfs)]}
+    tmp = top / f".{POINTER}.tmp"
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.rename(top / POINTER)

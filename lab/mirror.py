@@ -27,7 +27,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +49,7 @@ from lab.image import (
     run,
     timed,
 )
+from prep_ha.payload import APT_GET
 
 # Bump when the recipe changes in a way the cache key cannot see (code, not data).
 MIRROR_VERSION = 2
@@ -58,10 +59,7 @@ VALID_UNTIL_MARGIN = dt.timedelta(days=1)
 # Index files per suite. Translation-en too: were Release to list one the mirror lacks,
 # apt-get update would fail, and with it cloud-init's package_update.
 INDEX_FILES = ("main/binary-amd64/Packages.xz", "main/i18n/Translation-en.xz")
-# cloud-init 22.4.2's Debian package command (cloudinit/distros/debian.py APT_GET_COMMAND);
-# no eatmydata prefix: the image, like the AMI, lacks that Recommends of cloud-init.
-CLOUD_INIT_APT_GET = ("apt-get", "--option=Dpkg::Options::=--force-confold",
-                      "--option=Dpkg::options::=--force-unsafe-io", "--assume-yes", "--quiet")
+
 
 
 def _sha256(path: Path) -> str:
@@ -190,7 +188,7 @@ def _fetch_indexes(files: _Files, keyring: Path, echo: Echo) -> dict:
 
 def mirror_expiry(built: dt.datetime, indexes: dict) -> dt.datetime:
     """MIRROR_MAX_AGE after it was built or VALID_UNTIL_MARGIN before the earliest
-    Valid-Until of its indexes (bookworm-security has one), whichever comes first."""
+    Valid-Until of its indexes (the security suite has one), whichever comes first."""
     expiry = built + MIRROR_MAX_AGE
     for info in indexes.values():
         if info.get("valid_until"):
@@ -249,16 +247,26 @@ def _pool_index(mirror: Path) -> dict[str, tuple[int, str]]:
 
 
 # 'URI' file size hash -- the hash is an MD5Sum, or nothing where the index has none
-# (bookworm-security), so the SHA256 comes from the Packages index instead.
+# (the security suite), so the SHA256 comes from the Packages index instead.
 _PRINT_URI = re.compile(r"^'([^']+)' (\S+) (\d+) ?(\S*)$")
 
 
+def place_apt_conf(upper: Path, apt_conf: Mapping[str, str]) -> None:
+    """The user-data's apt.conf.d files into an overlay's upper layer, as write_files puts
+    them on a node before its packages install."""
+    conf_dir = upper / "etc/apt/apt.conf.d"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in apt_conf.items():
+        (conf_dir / name).write_text(text)
+
+
 def _resolve(rootfs: Path, mirror: Path, work: Path, packages: Sequence[str],
-             echo: Echo) -> tuple[list[tuple[str, int]], str]:
+             apt_conf: Mapping[str, str], echo: Echo) -> tuple[list[tuple[str, int]], str]:
     """(URL path, size) of every .deb the user-data install downloads, decided by apt in an
     overlay of the rootfs against the indexes in mirror/ (served locally through apt's proxy
     setting, so apt-get update also checks Debian's signatures on exactly these files)."""
     overlay = Overlay(rootfs, work)
+    place_apt_conf(overlay.upper, apt_conf)
     with serve_mirror(mirror, "127.0.0.1", 0) as server:
         proxy = f"-oAcquire::http::Proxy=http://127.0.0.1:{server.server_address[1]}/"
         update = in_root(overlay, ["apt-get", proxy, "update"])
@@ -267,7 +275,7 @@ def _resolve(rootfs: Path, mirror: Path, work: Path, packages: Sequence[str],
             raise ImageError(f"apt-get update against the new mirror complained:\n{out}")
         echo(f"image: apt-get update against the new mirror: OK ({server.requests} requests, "
              f"not found: {sorted(set(server.misses))})")
-        plan = in_root(overlay, [*CLOUD_INIT_APT_GET, proxy, "--print-uris", "-qq", "install",
+        plan = in_root(overlay, [*APT_GET, proxy, "--print-uris", "-qq", "install",
                                  *packages]).stdout.decode()
     uris = []
     for line in plan.splitlines():
@@ -278,8 +286,8 @@ def _resolve(rootfs: Path, mirror: Path, work: Path, packages: Sequence[str],
 
 
 def build_mirror(mirror: Path, rootfs: Path, work: Path, packages: Sequence[str],
-                 lab_debs: Sequence[Path], old_mirrors: Iterable[Path],
-                 echo: Echo = print) -> dict:
+                 apt_conf: Mapping[str, str], lab_debs: Sequence[Path],
+                 old_mirrors: Iterable[Path], echo: Echo = print) -> dict:
     """Debian's indexes, the lab repo and the .debs `apt-get install packages` needs on top
     of rootfs into mirror/; returns its manifest. Files identical in old_mirrors are linked."""
     timings: dict[str, float] = {}
@@ -295,7 +303,7 @@ def build_mirror(mirror: Path, rootfs: Path, work: Path, packages: Sequence[str]
                          f"{ {s: i['valid_until'] for s, i in indexes.items()} }")
 
     with timed(timings, "resolve_s"):
-        uris, update_log = _resolve(rootfs, mirror, work / "resolve", packages, echo)
+        uris, update_log = _resolve(rootfs, mirror, work / "resolve", packages, apt_conf, echo)
     lab = sorted(p for p, _ in uris if p.startswith(f"/{LAB_REPO}/"))
     pool = _pool_index(mirror)
     debian = []
@@ -423,23 +431,31 @@ def serve_mirror(mirror: Path, host: str = "0.0.0.0", port: int = 80, *,
 # --------------------------------------------------------------------------- verification
 
 
-def offline_install_check(image: Image, work: Path, echo: Echo = print) -> dict:
-    """Install the user-data packages into an overlay of the rootfs exactly as cloud-init
-    does (apt-get update, then its apt-get install), from the mirror served on 127.0.0.1:80
-    as deb.debian.org, inside a network namespace whose only interface is lo. Returns the
-    timings, apt's output and the server's request counts."""
+def install_offline(rootfs: Path, mirror: Path, packages: Sequence[str],
+                    apt_conf: Mapping[str, str], work: Path, echo: Echo = print) -> dict:
+    """Install `packages` into an overlay of the rootfs (upper layer: work/node/upper) exactly
+    as cloud-init does (apt-get update, then its apt-get install), from the mirror served on
+    127.0.0.1:80 as deb.debian.org, inside a network namespace whose only interface is lo.
+    Returns the timings, apt's output and the server's request counts."""
     work.mkdir(parents=True, exist_ok=True)
+    place_apt_conf(work / "node/upper", apt_conf)
     proc = subprocess.run(
         ["unshare", "--net", "--", sys.executable, "-m", "lab.mirror",
-         str(image.rootfs), str(image.mirror), str(work), *image.packages],
+         str(rootfs), str(mirror), str(work), *packages],
         capture_output=True, cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode != 0:
-        raise ImageError(f"offline install check failed ({proc.returncode}):\n"
+        raise ImageError(f"offline install failed ({proc.returncode}):\n"
                          f"{(proc.stdout + proc.stderr).decode(errors='replace')[-6000:]}")
     result = json.loads((work / "result.json").read_text())
     echo(f"image: offline install OK: update {result['update_s']} s, install "
          f"{result['install_s']} s, {result['requests']} requests, misses {result['misses']}")
     return result
+
+
+def offline_install_check(image: Image, work: Path, echo: Echo = print) -> dict:
+    """install_offline of the image's user-data packages, from its mirror."""
+    return install_offline(image.rootfs, image.mirror, image.packages, dict(image.apt_conf),
+                           work, echo)
 
 
 def _offline_inner(rootfs: Path, mirror: Path, work: Path, packages: list[str]) -> None:
@@ -462,7 +478,7 @@ def _offline_inner(rootfs: Path, mirror: Path, work: Path, packages: list[str]) 
         failed = False
         for step, args in (("update", ["update"]), ("install", ["install", *packages])):
             with timed(result, f"{step}_s"):
-                proc = chroot([*CLOUD_INIT_APT_GET, *args])
+                proc = chroot([*APT_GET, *args])
             result[f"{step}_rc"] = proc.returncode
             result[f"{step}_log"] = (proc.stdout + proc.stderr).decode(errors="replace")
             failed = failed or proc.returncode != 0

@@ -20,6 +20,10 @@ Real in moto:
   aws:ec2 VpcEndpoint (recorded; the lab's DNS sends every AWS API name to moto anyway).
   aws:sns Topic, TopicSubscription; aws:cloudwatch MetricAlarm (moto never evaluates it:
   lab/alerts.py reads what the nodes' alert agent published). Invoke getCallerIdentity.
+  aws:s3 Bucket, BucketObjectv2 (the payloads the nodes fetch), BucketPublicAccessBlock,
+  BucketOwnershipControls, BucketServerSideEncryptionConfiguration; BucketPolicy (recorded
+  in `bucket_policies`, not applied: moto lacks the request context it conditions on);
+  aws:ec2 VpcEndpointRouteTableAssociation.
 Run here: command:local:Command (`create` in a shell in the project directory, as
   pulumi-command runs it on the operator's machine, with AWS_ENDPOINT_URL set to moto),
   unless registered after a remote Command: then the lab runs it with the remote ones.
@@ -43,14 +47,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lab.program import ACCOUNT, FakeCloud
+from prep_ha.release import DEBIAN_VERSION
 
 # TEST-NET-3 (RFC 5737): Elastic IPs exist only inside the lab's namespaces. Above the
 # stacks' admin /28 (203.0.113.0/28, where the lab client lives) so none looks like an admin.
 EIP_POOL = tuple(f"203.0.113.{i}" for i in range(100, 255))
-# The lab's Debian 12 image (seeded by seed_debian_amis, else registered on first lookup).
-DEBIAN_AMI_NAME = "debian-12-{arch}-20250112-1990"
+# The lab's Debian image (seeded by seed_debian_amis, else registered on first lookup), named
+# as Debian names the release's AMIs.
+DEBIAN_AMI_NAME = f"debian-{DEBIAN_VERSION}-{{arch}}-20251117-2299"
 DEBIAN_AMI_OWNER = "136693071363"
 ADMIN_KEY = "admin-ssh-key"  # components/secrets.py AdminSshKey("admin-ssh")
+# boto3's S3 client settings for moto's endpoint: path-style (the endpoint is an address, no
+# bucket name can prefix it), and plain bodies (moto stores an aws-chunked upload with a
+# checksum trailer, botocore's default over TLS, as an empty object).
+S3_CLIENT = {"s3": {"addressing_style": "path"}, "request_checksum_calculation": "when_required"}
 
 
 def _new_ed25519_key() -> tuple[str, str]:
@@ -124,8 +134,9 @@ def _debian_ami_name(args: Mapping[str, Any]) -> str:
 
 
 def seed_debian_amis(region: str, account: str = ACCOUNT) -> dict[str, str]:
-    """In the moto process: Debian 12 AMIs as Debian publishes them (owner, architecture,
-    hvm, /dev/xvda), so the program's lookup finds one by its own owners and filters.
+    """In the moto process: Debian AMIs of the nodes' release as Debian publishes them (owner,
+    architecture, hvm, /dev/xvda), so the program's lookup finds one by its own owners and
+    filters.
 
     Returns {architecture: image id}; idempotent.
     """
@@ -140,7 +151,7 @@ def seed_debian_amis(region: str, account: str = ACCOUNT) -> dict[str, str]:
         if not found:
             ami_id = "ami-" + hashlib.sha256(f"{region}{name}".encode()).hexdigest()[:17]
             backend.amis[ami_id] = Ami(
-                backend, ami_id, name=name, description=f"Debian 12 ({deb})",
+                backend, ami_id, name=name, description=f"Debian {DEBIAN_VERSION} ({deb})",
                 owner_id=DEBIAN_AMI_OWNER, public=True, virtualization_type="hvm",
                 architecture=arch, root_device_type="ebs", root_device_name="/dev/xvda",
                 hypervisor="xen", region_name=f"{region}a", boot_mode="uefi-preferred")
@@ -155,18 +166,21 @@ class MotoCloud:
     def __init__(self, *, endpoint: str, ca_bundle: str | None, region: str,
                  ssh_key: tuple[str, str], eip_pool: Iterable[str] = EIP_POOL) -> None:
         import boto3
+        from botocore.config import Config
 
         session = boto3.session.Session(aws_access_key_id="lab", aws_secret_access_key="lab",
                                         region_name=region)
         verify: bool | str = ca_bundle if ca_bundle else True
 
-        def client(service: str) -> Any:
-            return session.client(service, endpoint_url=endpoint, verify=verify)
+        def client(service: str, **config: Any) -> Any:
+            return session.client(service, endpoint_url=endpoint, verify=verify,
+                                  config=Config(**config))
 
         self.region = region
         self.ec2, self.iam = client("ec2"), client("iam")
         self.secretsmanager, self.elbv2 = client("secretsmanager"), client("elbv2")
         self.kms = client("kms")
+        self.s3 = client("s3", **S3_CLIENT)
         self.sns, self.cloudwatch, self.sts = client("sns"), client("cloudwatch"), client("sts")
         # What a local Command's process needs to reach this cloud as the operator's
         # machine reaches AWS (boto3 honours AWS_ENDPOINT_URL and AWS_CA_BUNDLE).
@@ -183,6 +197,7 @@ class MotoCloud:
         # Generated here, per deploy; never written anywhere by this module.
         self.passwords: dict[str, str] = {}
         self.secret_values: dict[str, str] = {}
+        self.bucket_policies: dict[str, str] = {}
         self._eip_pool = list(eip_pool)
 
     # -- provider functions -------------------------------------------------------------
@@ -209,8 +224,9 @@ class MotoCloud:
             by_name = [f for f in filters if f["Name"] == "name"]
             images = self.ec2.describe_images(Owners=["self"], Filters=by_name)["Images"]
         if not images:
-            image_id = self.ec2.register_image(Name=_debian_ami_name(args),
-                                               Description="Debian 12 (lab)")["ImageId"]
+            image_id = self.ec2.register_image(
+                Name=_debian_ami_name(args),
+                Description=f"Debian {DEBIAN_VERSION} (lab)")["ImageId"]
             images = self.ec2.describe_images(ImageIds=[image_id])["Images"]
         image = max(images, key=lambda i: i.get("CreationDate", ""))
         return {"id": image["ImageId"], "imageId": image["ImageId"], "name": image["Name"],
@@ -255,6 +271,15 @@ class MotoCloud:
             "aws:secretsmanager/secretPolicy:SecretPolicy": self._secret_policy,
             "aws:kms/key:Key": self._kms_key,
             "aws:ec2/vpcEndpoint:VpcEndpoint": self._vpc_endpoint,
+            "aws:ec2/vpcEndpointRouteTableAssociation:VpcEndpointRouteTableAssociation":
+                self._vpc_endpoint_route_table,
+            "aws:s3/bucket:Bucket": self._bucket,
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": self._public_access_block,
+            "aws:s3/bucketOwnershipControls:BucketOwnershipControls": self._ownership_controls,
+            "aws:s3/bucketServerSideEncryptionConfiguration:"
+            "BucketServerSideEncryptionConfiguration": self._bucket_encryption,
+            "aws:s3/bucketObjectv2:BucketObjectv2": self._bucket_object,
+            "aws:s3/bucketPolicy:BucketPolicy": self._bucket_policy,
             "command:local:Command": self._local_command,
             "aws:lb/loadBalancer:LoadBalancer": self._load_balancer,
             "aws:lb/targetGroup:TargetGroup": self._target_group,
@@ -582,7 +607,8 @@ class MotoCloud:
             "VpcId": i["vpcId"], "ServiceName": i["serviceName"],
             "VpcEndpointType": i.get("vpcEndpointType", "Gateway"),
             "TagSpecifications": _tags("vpc-endpoint", i.get("tags"))}
-        for key, field in (("subnetIds", "SubnetIds"), ("securityGroupIds", "SecurityGroupIds")):
+        for key, field in (("subnetIds", "SubnetIds"), ("securityGroupIds", "SecurityGroupIds"),
+                           ("routeTableIds", "RouteTableIds")):
             if i.get(key):
                 kwargs[field] = i[key]
         if "privateDnsEnabled" in i:
@@ -590,6 +616,55 @@ class MotoCloud:
         endpoint = self.ec2.create_vpc_endpoint(**kwargs)["VpcEndpoint"]
         return endpoint["VpcEndpointId"], {"arn": self._arn(
             "ec2", f"vpc-endpoint/{endpoint['VpcEndpointId']}")}
+
+    def _vpc_endpoint_route_table(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
+        self.ec2.modify_vpc_endpoint(VpcEndpointId=i["vpcEndpointId"],
+                                     AddRouteTableIds=[i["routeTableId"]])
+        return f"{i['vpcEndpointId']}/{i['routeTableId']}", {}
+
+    def _bucket(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        bucket = i.get("bucket") or f"{i.get('bucketPrefix', name + '-')}{secrets.token_hex(6)}"
+        self.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
+            "LocationConstraint": self.region})
+        if i.get("tags"):
+            self.s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [
+                {"Key": k, "Value": str(v)} for k, v in i["tags"].items()]})
+        return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}",
+                        "region": self.region}
+
+    def _public_access_block(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
+        flags = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                 "restrictPublicBuckets")
+        self.s3.put_public_access_block(Bucket=i["bucket"], PublicAccessBlockConfiguration={
+            f[0].upper() + f[1:]: bool(i.get(f)) for f in flags})
+        return i["bucket"], {}
+
+    def _ownership_controls(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
+        self.s3.put_bucket_ownership_controls(Bucket=i["bucket"], OwnershipControls={
+            "Rules": [{"ObjectOwnership": i["rule"]["objectOwnership"]}]})
+        return i["bucket"], {}
+
+    def _bucket_encryption(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
+        rules = [{"ApplyServerSideEncryptionByDefault": {
+            "SSEAlgorithm": r["applyServerSideEncryptionByDefault"]["sseAlgorithm"]}}
+            for r in i["rules"]]
+        self.s3.put_bucket_encryption(Bucket=i["bucket"], ServerSideEncryptionConfiguration={
+            "Rules": rules})
+        return i["bucket"], {}
+
+    def _bucket_object(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        body = base64.b64decode(i["contentBase64"]) if "contentBase64" in i else \
+            str(i.get("content", "")).encode()
+        put = self.s3.put_object(Bucket=i["bucket"], Key=i["key"], Body=body,
+                                 ContentType=i.get("contentType", "binary/octet-stream"))
+        return f"{i['bucket']}/{i['key']}", {"etag": put["ETag"].strip('"'),
+                                            "versionId": put.get("VersionId", "")}
+
+    def _bucket_policy(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
+        # Recorded, not applied: moto would evaluate it without the request context AWS gives
+        # (aws:PrincipalAccount, aws:SourceVpc) and so refuse everyone (README: lab).
+        self.bucket_policies[i["bucket"]] = i["policy"]
+        return i["bucket"], {}
 
     def _local_command(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Run `create` as pulumi-command's local.Command does: a shell on this (the

@@ -1,4 +1,5 @@
-"""One lab node: a Debian 12 system booted by systemd-nspawn in its own network namespace.
+"""One lab node: a Debian system of the nodes' release, booted by systemd-nspawn in its own
+network namespace.
 
 What EC2 gives an instance, the lab gives the container:
 - the AMI: an overlayfs whose lower layer is the cached image (lab/image.py) and whose upper
@@ -36,6 +37,10 @@ NIC_NAME_BASE = 5
 # (NET_ADMIN), corosync locks its memory (IPC_LOCK). Not SYS_TIME: chrony must not set the
 # host's clock.
 CAPABILITIES = "CAP_NET_ADMIN,CAP_IPC_LOCK"
+# The node's systemd gets cgroup v2 (the unified hierarchy), as on EC2, whatever this machine
+# mounts: systemd 257 on a legacy v1 hierarchy cannot stop a user's manager cleanly (the
+# admin's next SSH login then waits out its 2-minute stop timeout) and deprecates v1.
+CGROUP_V2 = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
 LAB_CA_NAME = "prep-ha-lab.crt"
 
 # veths have no permanent MAC address, and netplan renders `match: macaddress` as networkd's
@@ -56,15 +61,22 @@ done
 """
 # cloud-init tells EC2 from other clouds by DMI (ignored inside a container) or by the Xen
 # hypervisor's /sys/hypervisor/uuid. Without it, it takes an unknown cloud and uses IMDSv1,
-# which the product's instances refuse. Its init stages get that file, in their own mount
-# namespace only, from a read-only overlay on /sys; nothing else on the node sees it.
+# which the product's instances refuse. cloud-init (25.1: one process, cloud-init-main, runs
+# every stage) gets that file in a mount namespace of its own in which only /sys differs: the
+# mounts it makes anywhere else (runcmd mounting the data volume) are the node's, as on EC2.
 EC2_IDENTITY = """#!/bin/sh
-# prep-ha lab only: run cloud-init with the EC2 identity it reads (see the cloud-init
-# drop-ins; PrivateMounts= keeps these mounts to cloud-init's own mount namespace).
+# prep-ha lab only: run cloud-init with the EC2 identity it reads (cloud-init-main's drop-in).
 # /sys becomes a tmpfs holding hypervisor/uuid and the node's real sysfs subtrees, bound
 # back (udevadm, run by cloud-init's netplan renderer, only accepts devices on sysfs).
 set -e
-mount --make-rprivate /  # else the tmpfs below would also cover the bind of /sys
+if [ -z "${PREP_HA_LAB_IDENTITY:-}" ]; then
+  # Same PID (no fork): systemd's notify socket keeps talking to its main process.
+  PREP_HA_LAB_IDENTITY=1 exec unshare --mount --propagation unchanged -- "$0" "$@"
+fi
+# The new mounts below stack on /sys and /run, made private here: they stay in this namespace,
+# while "/" stays shared with the node's, so a mount on any other path reaches the node.
+mount --make-rprivate /sys
+mount --make-private /run
 real=/run/prep-ha-lab/sysfs
 mkdir -p "$real"
 mount --rbind /sys "$real"
@@ -104,9 +116,8 @@ WantedBy=local-fs.target
 """
 CLOUD_INIT_DROPIN = """# prep-ha lab only: see /usr/local/lib/prep-ha-lab/ec2-identity
 [Service]
-PrivateMounts=yes
 ExecStart=
-ExecStart=/usr/local/lib/prep-ha-lab/ec2-identity /usr/bin/cloud-init init{args}
+ExecStart=/usr/local/lib/prep-ha-lab/ec2-identity /usr/bin/cloud-init --all-stages
 """
 
 
@@ -232,13 +243,16 @@ def _bake_lab_files(spec: NodeSpec, root: Path, ca_pem: Path) -> None:
            f"{digest[16:20]}-{digest[20:32]}\n")
     _write(lib / "ec2-identity", EC2_IDENTITY, 0o755)
     _write(lib / "fstab", LAB_FSTAB, 0o755)
+    # The admin's systemd user manager lingers: in this container systemd 257 cannot stop it
+    # (its processes survive the final SIGKILL), so every SSH login after a logout would wait
+    # out the 2-minute stop timeout (README: what the lab substitutes).
+    _write(root / "var/lib/systemd/linger/admin", "")
     _write(root / "etc/systemd/system/prep-ha-lab-fstab.service", LAB_FSTAB_UNIT)
     wants = root / "etc/systemd/system/local-fs.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "prep-ha-lab-fstab.service").symlink_to("../prep-ha-lab-fstab.service")
-    for unit, args in (("cloud-init-local", " --local"), ("cloud-init", "")):
-        _write(root / f"etc/systemd/system/{unit}.service.d/prep-ha-lab.conf",
-               CLOUD_INIT_DROPIN.format(args=args))
+    _write(root / "etc/systemd/system/cloud-init-main.service.d/prep-ha-lab.conf",
+           CLOUD_INIT_DROPIN)
 
 
 def destroy_disks(spec: NodeSpec) -> None:
@@ -281,6 +295,10 @@ def power_on(spec: NodeSpec, timeout: float = 30) -> None:
                    # This machine's PID 1 is not systemd: no machined, no scope to register.
                    "--register=no", "--keep-unit",
                    f"--machine={spec.instance_id}",
+                   # The node's own network namespace, private to it: nspawn then leaves
+                   # /proc/sys/net writable as on EC2 (dhcpcd, cloud-init 25.1's DHCP
+                   # client, sets promote_secondaries there).
+                   f"--network-namespace-path=/run/netns/{spec.ns}", "--private-network",
                    # The network namespace is the node's own; resolv.conf and the clock zone
                    # are the image's, as on EC2.
                    "--resolv-conf=off", "--timezone=off", "--link-journal=no",
@@ -292,7 +310,8 @@ def power_on(spec: NodeSpec, timeout: float = 30) -> None:
     spec.init_pidfile.unlink(missing_ok=True)
     with open(state / "console.log", "ab") as log:
         nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, **CGROUP_V2})
     pid = wait_for(lambda: _container_init(nspawn.pid), timeout, f"{spec.name} to start", 0.1)
     spec.init_pidfile.write_text(str(pid))
 

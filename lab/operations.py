@@ -14,7 +14,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lab.bootstrap import run_command
 from lab.client import probe
@@ -31,11 +31,24 @@ if TYPE_CHECKING:
     from lab.drill import CaseResult, Drill
     from lab.node import NodeSpec
 
-ROLL_COMMAND = "pacemaker-image-roll"
+ROLL_COMMAND = "pacemaker-node-roll"
+T = TypeVar("T")
 # A data volume's restore marks (cloud-init/files/prep-ha-chain-sync).
 RESTORE_PENDING = "/app/icon/restore-pending"
 RESTORED = "/app/icon/data/restore/RESTORED"
 PROBE_INTERVAL = 0.1
+
+
+def watched(drill: Drill, action: Callable[[], T]) -> tuple[float, T, Sampler, Prober]:
+    """`action`, with the roles sampled on the nodes and the peer VIP probed from a second
+    before it to two seconds after: (its start time, its result, the sampler, the prober)."""
+    with Sampler(tuple(drill.lab.nodes)) as sampler, \
+            Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
+        t0 = time.time()
+        time.sleep(1)
+        result = action()
+        time.sleep(2)
+    return t0, result, sampler, prober
 
 
 def lab_pair(drill: Drill) -> Pair:
@@ -110,12 +123,7 @@ def start_case(drill: Drill, title: str) -> tuple[CaseResult, NodeSpec, NodeSpec
 
 def switchover_case(drill: Drill) -> CaseResult:
     r, active, other, pair = start_case(drill, "planned switchover (python -m prep_ha switchover)")
-    with Sampler(tuple(drill.lab.nodes)) as sampler, \
-            Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
-        t0 = time.time()
-        time.sleep(1)
-        moved_to = switchover(pair)
-        time.sleep(2)
+    t0, moved_to, sampler, prober = watched(drill, lambda: switchover(pair))
     r.check(f"switchover reports Peer on {other.name}", moved_to == other.name)
     r.failover_s = checks_around_a_move(drill, r, t0, active.name, other.name, sampler,
                                          prober, None)
@@ -141,12 +149,8 @@ def upgrade_case(drill: Drill, runs: int = 3) -> CaseResult:
     gaps = []
     for image in images:
         source, target = drill.active()
-        with Sampler(tuple(drill.lab.nodes)) as sampler, \
-                Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
-            t0 = time.time()
-            time.sleep(1)
-            out = run_command(roll_command(drill, image), drill.lab.key, update=True)
-            time.sleep(2)
+        t0, out, sampler, prober = watched(drill, lambda image=image: run_command(
+            roll_command(drill, image), drill.lab.key, update=True))
         r.check(f"roll to {image} done in {out.seconds:.0f} s", "roll: done" in out.stdout)
         gap = checks_around_a_move(drill, r, t0, source.name, target.name, sampler, prober,
                                     image)

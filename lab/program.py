@@ -29,6 +29,8 @@ from pulumi.runtime import rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from prep_ha.release import DEBIAN_VERSION
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_DIR / "__main__.py"
 PROJECT = "icon-prep-ha"
@@ -248,7 +250,7 @@ class FakeCloud:
 
     def __init__(self, region: str, *, ssh_private_key: str = "", ssh_public_key: str = "",
                  password: str = "", ami_id: str = "ami-0d3b5f0e6a1c2b3d4",
-                 ami_name: str = "debian-12-amd64-20260101-1") -> None:
+                 ami_name: str = f"debian-{DEBIAN_VERSION}-amd64-20260101-1") -> None:
         self.region = region
         self.ssh_private_key = ssh_private_key
         self.ssh_public_key = ssh_public_key
@@ -300,6 +302,9 @@ class FakeCloud:
                                    "publicKeyOpenssh": self.ssh_public_key}
         if type_ == "random:index/randomPassword:RandomPassword":
             return f"{name}-{n}", {"result": self.password}
+        if type_ == "aws:s3/bucket:Bucket":
+            bucket = f"{inputs.get('bucketPrefix', name + '-')}{n:08d}"
+            return bucket, {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
         if type_ == "aws:ec2/placementGroup:PlacementGroup":
             return f"{name}-{n}", {"name": inputs.get("name", name)}
         return f"{name}-{n}", {"arn": arn}

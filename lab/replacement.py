@@ -27,8 +27,8 @@ from lab.bootstrap import run_command
 from lab.deploy import Command
 from lab.netns import ns_argv, run, set_cable, wait_for
 from lab.node import exec_in, power_on, renew_root
-from lab.observe import Prober, Sampler, roles_on
-from lab.operations import PROBE_INTERVAL, checks_around_a_move, start_case
+from lab.observe import Prober, roles_on
+from lab.operations import PROBE_INTERVAL, checks_around_a_move, start_case, watched
 from lab.topology import CLOUD_NS
 from prep_ha.cluster.model import FENCE_DEVICE
 
@@ -127,13 +127,11 @@ def replacement_case(drill: Drill) -> CaseResult:
     r, active, other, pair = start_case(drill, "replace the active node's instance "
                                                "(pulumi up --replace)")
     mark = exec_in(active, "sh", "-c", f"date +%s.%N | tee {DATA_MARK}").strip()
-    with Sampler(tuple(drill.lab.nodes)) as sampler, \
-            Prober(drill.vip, interval=PROBE_INTERVAL) as prober:
-        t0 = time.time()
-        time.sleep(1)
-        old_id, new_id, outputs = replace_instance(drill, active.name)
-        seconds = time.time() - t0 - 1
-        time.sleep(2)
+    def replace() -> tuple[tuple[str, str, list[str]], float]:
+        start = time.time()
+        return replace_instance(drill, active.name), time.time() - start
+
+    t0, ((old_id, new_id, outputs), seconds), sampler, prober = watched(drill, replace)
     r.failover_s = checks_around_a_move(drill, r, t0, active.name, other.name, sampler,
                                         prober, None)
     _after_replacement(drill, r, active.name, other.name, old_id, new_id, outputs, seconds)

@@ -18,10 +18,10 @@ from prep_ha.cluster.simulate import (
     describe,
     fence_key,
     fencing_failure_report,
-    missing_tools,
     scenarios,
 )
 from prep_ha.config import ConfigError, StackConfig, load_stack_file
+from prep_ha.nodetools import NodeToolsMissing, node_tools
 from prep_ha.ops import shell
 from prep_ha.ops.pair import Pair
 from prep_ha.ops.roll import roll
@@ -31,16 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _simulate(model_stack: str) -> int:
-    missing = missing_tools()
-    if missing:
-        print(f"missing Pacemaker tools: {', '.join(missing)} "
-              "(apt-get install pacemaker pacemaker-cli-utils pcs)", file=sys.stderr)
+    try:
+        tools = node_tools()
+    except NodeToolsMissing as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = load_stack_file(str(ROOT / f"Pulumi.{model_stack}.yaml"), stack=model_stack)
     model = build_model(cfg)
+    version = tools.run(["crm_simulate", "--version"]).stdout.split("\n")[0]
     print(f"Cluster {cfg.cluster_name}: the bootstrap script's CIB, run through Pacemaker's "
-          "scheduler (crm_simulate)\n")
-    with Simulator(model) as sim:
+          f"scheduler (crm_simulate)\nwith the nodes' Debian {tools.release} tools from "
+          f"{tools.where}: {version}\n")
+    with Simulator(model, tools=tools) as sim:
         for sc in scenarios():
             print(describe(model, sc.title, sc.explain, sc.run(sim)) + "\n")
         t, blocked = fencing_failure_report(model, sim)
@@ -64,8 +66,15 @@ def _operate(cfg: StackConfig, args: argparse.Namespace) -> int:
         if args.command == "switchover":
             switchover(the_pair)
         else:
-            roll(the_pair, args.image or cfg.icon_image)
+            roll(the_pair, args.image or cfg.icon_image, dict(args.payload or []))
     return 0
+
+
+def _node_digest(text: str) -> tuple[str, str]:
+    node, sep, digest = text.partition("=")
+    if not (node and sep and digest):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NODE=SHA256")
+    return node, digest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="do nothing if both secrets already hold a value")
     sub.add_parser("switchover", help="move Peer to the other node (planned, no fencing)"
                    ).add_argument("--stack", required=True, help="stack name")
-    roll_p = sub.add_parser("roll", help="roll the stack's ICON image through the pair "
-                            "(`pulumi up` runs this when iconImageTag changes)")
+    roll_p = sub.add_parser("roll", help="roll the stack's ICON image and the nodes' payloads "
+                            "through the pair (`pulumi up` runs this when either changes)")
     roll_p.add_argument("--stack", required=True, help="stack name")
     roll_p.add_argument("--image", help="default: the stack's iconImageTag")
+    roll_p.add_argument("--payload", action="append", type=_node_digest, metavar="NODE=SHA256",
+                        help="a node's payload digest (the stack's roll Command names both)")
     roll_p.add_argument("--key-stdin", action="store_true", help="the stack's roll Command: "
                         f"SSH key on stdin, nodes in ${shell.NODES_ENV} and "
                         f"${shell.KNOWN_HOSTS_ENV}")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prep_ha.release import DEBIAN_VERSION
+
 NAMESPACE = "icon-prep-ha"
 # The ICON node image, and the tags config admits for it (as Docker does): the roll and the
 # node's prep-ha-image accept only `ICON_IMAGE_REPO:tag` references of this shape.
@@ -378,8 +380,8 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
     ami_id = raw.get("amiId") or None
     if ami_id is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", str(ami_id)):
         raise ConfigError("amiId", f"{ami_id!r} is not an AMI id",
-                          "use an id like ami-0abc12345def67890, or remove it for the Debian 12 "
-                          "default")
+                          "use an id like ami-0abc12345def67890, or remove it for the Debian "
+                          f"{DEBIAN_VERSION} default")
 
     tag = str(_require(raw, "iconImageTag", "pin a release of iconloop/icon2-node, e.g. v1.4.6"))
     if not re.fullmatch(ICON_IMAGE_TAG, tag):

@@ -19,9 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
-from prep_ha.userdata import NodeUserData, render_user_data
+from prep_ha.userdata import NodeSettings, node_payload
 from tests.test_userdata import sample
 
 STANDINS = Path(__file__).resolve().parent.parent / "lab" / "standins"
@@ -37,12 +36,12 @@ needs_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is
                                  reason="starting a node needs root for its own netns")
 
 
-def node_user_data() -> NodeUserData:
+def node_settings() -> NodeSettings:
     return sample(icon_image=IMAGE)
 
 
 class Node:
-    """A temporary root laid out as a node after cloud-init and peer.service's ExecStartPre."""
+    """A temporary root laid out as a node after its payload and peer.service's ExecStartPre."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -50,12 +49,11 @@ class Node:
         self.ups: list[subprocess.Popen] = []
         self.scripts = {name: STANDINS / name for name in ("docker", "docker-compose",
                                                            "dockerd.py")}
-        doc = yaml.safe_load(render_user_data(node_user_data()))
-        for entry in doc["write_files"]:
-            if entry["path"].startswith(("/etc/", "/usr/local/sbin/")):
-                self.path(entry["path"]).parent.mkdir(parents=True, exist_ok=True)
-                self.path(entry["path"]).write_text(entry["content"])
-                self.path(entry["path"]).chmod(int(entry["permissions"], 8))
+        for entry in node_payload(node_settings()).files:
+            if entry.path.startswith(("/etc/", "/usr/local/sbin/")):
+                self.path(entry.path).parent.mkdir(parents=True, exist_ok=True)
+                self.path(entry.path).write_text(entry.content)
+                self.path(entry.path).chmod(int(entry.mode, 8))
         # The node's scripts find `docker` on PATH: the stand-in.
         self.path("/usr/local/bin").mkdir(parents=True)
         self.path("/usr/local/bin/docker").symlink_to(STANDINS / "docker")

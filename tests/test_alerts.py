@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto import mock_aws
 
 from components.alerts import METRIC_NAMESPACE, METRICS
@@ -23,11 +22,11 @@ from lab.alerts import AlertWatch
 from lab.motocloud import MotoCloud
 from lab.program import ACCOUNT, PROJECT_DIR, FakeCloud, ProgramRun
 from prep_ha.config import StackConfig, load_stack_file
-from prep_ha.userdata import decode_user_data, render_user_data
+from prep_ha.userdata import node_payload
 from tests.fixtures.fake_keys import FAKE_SSH_PRIVATE_KEY
 from tests.lab_fixtures import REGION, moto_server, reset_moto
 from tests.pulumi_mocks import DEBIAN_AMI, FAKE_HACLUSTER_PASSWORD, stack_config
-from tests.test_userdata import files_of, sample
+from tests.test_userdata import files_of, payloads_of, sample
 
 TOPIC = "aws:sns/topic:Topic"
 SUBSCRIPTION = "aws:sns/topicSubscription:TopicSubscription"
@@ -147,11 +146,8 @@ def test_node_role_publishes_to_its_topic_and_namespace_only(stack, run):
 def test_nodes_get_the_agent_the_sudo_rule_and_the_exporter(stack, run):
     cfg = cfg_of(stack)
     [topic] = run.of_type(TOPIC)
-    nodes = sorted((r for r in run.of_type("aws:ec2/instance:Instance")
-                    if "prep-ha:node" in r.inputs["tags"]), key=lambda r: r.name)
-    for node, addresses in zip(nodes, cfg.nodes, strict=True):
-        user_data = decode_user_data(node.inputs["userDataBase64"])
-        files = files_of(user_data)
+    for payload, addresses in zip(payloads_of(run), cfg.nodes, strict=True):
+        files = files_of(payload)
         agent = files[AGENT]
         assert agent["permissions"] == "0755"
         assert f"TOPIC={topic.outputs['arn']}\n" in agent["content"]
@@ -159,7 +155,7 @@ def test_nodes_get_the_agent_the_sudo_rule_and_the_exporter(stack, run):
         sudoers = files["/etc/sudoers.d/prep-ha-alert"]
         assert sudoers["permissions"] == "0440"
         assert f"hacluster ALL=(root) NOPASSWD: {AGENT} publish *" in sudoers["content"]
-        assert "prometheus-hacluster-exporter" in yaml.safe_load(user_data)["packages"]
+        assert "prometheus-hacluster-exporter" in payload.packages
         dropin = files["/etc/systemd/system/ha_cluster_exporter.service.d/prep-ha.conf"]
         assert (f'Environment="ARGS=--web.listen-address={addresses.management_ip}:9664"'
                 in dropin["content"])
@@ -168,7 +164,7 @@ def test_nodes_get_the_agent_the_sudo_rule_and_the_exporter(stack, run):
 @pytest.mark.skipif(shutil.which("visudo") is None, reason="sudo is not installed")
 def test_sudo_rule_parses(tmp_path):
     rule = tmp_path / "prep-ha-alert"
-    rule.write_text(files_of(render_user_data(sample()))["/etc/sudoers.d/prep-ha-alert"]["content"])
+    rule.write_text(files_of(node_payload(sample()))["/etc/sudoers.d/prep-ha-alert"]["content"])
     result = subprocess.run(["visudo", "-c", "-f", str(rule)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -180,7 +176,7 @@ class Agent:
     """prep-ha-alert as a node has it, with `aws`, `sudo`, `id` and `logger` faked."""
 
     def __init__(self, tmp_path: Path, topic: str = TOPIC_ARN) -> None:
-        content = files_of(render_user_data(sample(alert_topic_arn=topic)))[AGENT]["content"]
+        content = files_of(node_payload(sample(alert_topic_arn=topic)))[AGENT]["content"]
         self.script = tmp_path / "prep-ha-alert"
         self.script.write_text(content)
         self.script.chmod(0o755)

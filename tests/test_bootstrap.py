@@ -1,8 +1,11 @@
 """The bootstrap Commands the real program declares (under mocks): what runs where, in what
 order, with which script, and what a config change does to them."""
 
+import json
+
 import pytest
 
+from components.cluster import CLOUD_INIT_DONE
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import model_digest, parse_script
 from prep_ha.config import load_stack_file
@@ -72,10 +75,60 @@ def test_node_readiness_fails_on_cloud_init_errors_and_names_what_is_missing(sta
     ready = [c for name, c in commands(run).items() if name.endswith("-ready")]
     for cmd in ready:
         text = cmd.inputs["create"]
-        # The exit status of cloud-init is checked, not dropped with `;`.
-        assert "if ! out=$(sudo cloud-init status --wait --long" in text
+        assert text.startswith("set -u\n" + CLOUD_INIT_DONE)
         for what in ("prep-ha-network", "prep-ha-hacluster-password", "pcsd", "/app/icon"):
             assert what in text
+
+
+# A cloud-init status as the node's /run/cloud-init holds it after its first boot.
+STAGES = ("init-local", "init", "modules-config", "modules-final")
+NO_SYSTEMD = """#!/bin/sh
+# The chroot runs no systemd: cloud-init's status asks it for its environment and units.
+[ "$1" = show-environment ] && exit 0
+printf 'ActiveState=inactive\\nUnitFileState=enabled\\nSubState=dead\\nMainPID=0\\n'
+"""
+
+
+def cloud_init_verdict(tools, tmp_path, snippet: str, *, warnings=(), errors=()):
+    """`snippet` run by the nodes' bash against the nodes' cloud-init (25.1) after a first
+    boot that ended with these recoverable warnings or errors."""
+    v1 = {stage: {"errors": [], "recoverable_errors": {}, "start": i, "finished": i + 0.5}
+          for i, stage in enumerate(STAGES)}
+    v1["init"]["recoverable_errors"] = {"WARNING": list(warnings)} if warnings else {}
+    v1["modules-final"]["errors"] = list(errors)
+    (tmp_path / "status.json").write_text(json.dumps(
+        {"v1": {**v1, "datasource": "DataSourceEc2Local", "stage": None}}))
+    (tmp_path / "result.json").write_text(json.dumps(
+        {"v1": {"datasource": "DataSourceEc2Local", "errors": list(errors)}}))
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    for name, body in (("systemctl", NO_SYSTEMD), ("sudo", '#!/bin/sh\nexec "$@"\n')):
+        (bindir / name).write_text(body)
+        (bindir / name).chmod(0o755)
+    prepare = (f"mkdir -p /run/cloud-init && cp {tmp_path}/status.json {tmp_path}/result.json "
+               "/run/cloud-init/ && touch /run/cloud-init/enabled\n")
+    return tools.run(["bash", "-c", prepare + snippet], paths=[tmp_path], timeout=60,
+                     env={"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def test_node_readiness_accepts_a_degraded_cloud_init_and_stops_on_a_failed_one(
+        tmp_path, node_tools):
+    """Debian 13's cloud-init exits 2 ("degraded done") on any warning: ready, warnings shown.
+    An error still stops the bootstrap, naming it."""
+    warned = cloud_init_verdict(node_tools, tmp_path, CLOUD_INIT_DONE + "echo READY",
+                                warnings=["Deprecated cloud-config provided: chpasswd.list"])
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stdout.strip().endswith("READY")
+    assert "degraded, not failed" in warned.stderr and "chpasswd.list" in warned.stderr
+    failed = cloud_init_verdict(node_tools, tmp_path, CLOUD_INIT_DONE + "echo READY",
+                                errors=["('scripts_user', RuntimeError('runcmd failed'))"])
+    assert failed.returncode == 1 and "READY" not in failed.stdout
+    assert "did not finish cleanly" in failed.stderr and "runcmd failed" in failed.stderr
+    # The control: the check the bootstrap had before stops on the warning alone.
+    before = ("if ! out=$(sudo cloud-init status --wait --long 2>&1); then exit 1; fi\n"
+              "echo READY")
+    assert cloud_init_verdict(node_tools, tmp_path, before,
+                              warnings=["Deprecated"]).returncode == 1
 
 
 def test_destroy_stops_the_cluster_and_setup_is_never_replaced(stack_run):

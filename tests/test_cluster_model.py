@@ -3,7 +3,6 @@ own branches (setup guard, instance ids), run with bash."""
 
 import dataclasses
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -108,7 +107,7 @@ def test_script_never_disables_stonith_and_never_forces_setup():
     assert {ln for ln in forced if "resource create" not in ln} == {
         'pcs cluster node remove "$node" --skip-offline --force ;;',
         'pcs cluster node remove "$node" --skip-offline --force'}
-    assert all(ln.endswith(("--group Peer --force", "--group Ctz --force"))
+    assert all(ln.endswith("--force") and "systemd:" in ln
                for ln in forced if "resource create" in ln)
     assert "cluster destroy" not in commands
     # STONITH is configured in the same build as the resources, before the single push.
@@ -118,26 +117,58 @@ def test_script_never_disables_stonith_and_never_forces_setup():
 
 def test_parse_reads_what_pcs_will_run_not_comments():
     script = script_for("testnet").replace(
-        'pcs -f "$CIB" constraint colocation add Ctz with Peer -- -INFINITY',
+        'pcs -f "$CIB" constraint colocation add Ctz with Peer score=-INFINITY '
+        'id=colocation-Ctz-Peer--INFINITY',
         '# colocation removed')
     assert parse_script(script).colocations == ()
     tampered = script_for("testnet").replace("stonith-enabled=true", "stonith-enabled=false")
     assert parse_script(tampered).property("stonith-enabled") == "false"
 
 
-def test_corosync_conf_from_pcs_has_two_links_and_the_stack_token():
-    if shutil.which("pcs") is None:
-        pytest.skip("pcs is not installed (apt-get install pcs)")
+def test_corosync_conf_from_pcs_has_two_links_and_the_stack_token(node_tools):
     cfg, model = stack_model("testnet")
     conf = corosync_conf(model)
     token = cfg.corosync_token_ms
     assert "transport: knet" in conf and f"token: {token}" in conf
     assert f"consensus: {token * 12 // 10}" in conf
-    # As `pcs cluster setup` writes it; `pcs quorum device add` later replaces two_node.
-    assert "two_node: 1" in conf and "wait_for_all: 1" in conf
+    # As `pcs cluster setup` then `pcs quorum device add` write it: the arbiter replaces
+    # two_node; wait_for_all stays.
+    assert "two_node" not in conf and "wait_for_all: 1" in conf
+    assert "model: net" in conf and f"host: {cfg.arbiter_ip}" in conf
     for n in model.nodes:
         assert f"ring0_addr: {n.heartbeat_ip}" in conf
         assert f"ring1_addr: {n.service_ip}" in conf
+    # Without the arbiter pcs writes two_node itself.
+    lone = dataclasses.replace(model, corosync=dataclasses.replace(
+        model.corosync, qdevice=None, two_node=True))
+    assert "two_node: 1" in corosync_conf(lone)
+
+
+def test_the_nodes_pcs_builds_the_cib_without_a_deprecated_form(node_tools, tmp_path):
+    """pcs 0.12 (Debian 13) deprecates `resource create --group`, a bare colocation score and
+    --wait on disable/enable; the script uses none of them, and the CIB is the guide's: two
+    groups of three, the citizen kept off the peer's node under the id pcs always gave it."""
+    script = tmp_path / "bootstrap.sh"
+    script.write_text(script_for("testnet"))
+    cib = tmp_path / "cib.xml"
+    cib.write_text(node_tools.run(["cibadmin", "--empty"]).stdout)
+    _, model = stack_model("testnet")
+    ids = {n.instance_id_env: f"i-{n.node_id:017x}" for n in model.nodes}
+    built = node_tools.run(["bash", str(script), "build-cib", str(cib)], env=ids,
+                           paths=[tmp_path])
+    assert built.returncode == 0, built.stderr
+    assert "Deprecation Warning" not in built.stderr + built.stdout, built.stderr
+    xml = node_tools.run(["cibadmin", "--query", "--scope", "configuration"],
+                         env={"CIB_file": str(cib)}, paths=[tmp_path]).stdout
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(xml)
+    groups = {g.get("id"): [r.get("id") for r in g.findall("primitive")]
+              for g in root.iter("group")}
+    assert groups == {"Peer": ["peer-awsvip", "peer-ip", "peer-service"],
+                      "Ctz": ["ctz-awsvip", "ctz-ip", "ctz-service"]}
+    [col] = root.iter("rsc_colocation")
+    assert (col.get("id"), col.get("rsc"), col.get("with-rsc"), col.get("score")) == \
+        ("colocation-Ctz-Peer--INFINITY", "Ctz", "Peer", "-INFINITY")
 
 
 def test_two_node_flag_must_match_node_count_and_quorum_device():

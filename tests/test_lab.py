@@ -1,4 +1,5 @@
-"""The real-node lab: two Debian 12 nodes booted from the product's own user-data, the cluster
+"""The real-node lab: two nodes of the nodes' Debian release booted from the product's own
+user-data and payload, the cluster
 set up by the program's own bootstrap Commands over SSH, then every defect the real node path
 had and every drill case, on those nodes. No timing assertions: CI machines vary.
 
@@ -64,6 +65,10 @@ def test_nodes_boot_from_the_products_user_data_with_cloud_init_clean(lab):
         # (gzip-compressed, as EC2 holds it).
         seen = exec_in(spec, "zcat", "-f", "/var/lib/cloud/instance/user-data.txt")
         assert seen == deployment.node(spec.name).user_data
+        # ... and the payload its tag names, checked, then installed whole.
+        installed = exec_in(spec, "cat", "/var/lib/prep-ha/payload/current").strip()
+        assert installed == deployment.node(spec.name).payload_digest
+        assert exec_proc(spec, "test", "-e", "/var/lib/prep-ha/payload.failed").returncode == 1
         nics = exec_in(spec, "ip", "-br", "link")
         assert all(name in nics for name in ("ens5", "ens6", "ens7"))
         assert exec_in(spec, "mountpoint", "/app/icon").startswith("/app/icon is a mountpoint")
@@ -76,7 +81,7 @@ def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
     assert sorted(names[3:5]) == [f"pacemaker-{NODE1}-membership",
                                   f"pacemaker-{NODE2}-membership"]
     assert [names[2], *names[5:]] == ["pacemaker-corosync-setup", "pacemaker-cib-push",
-                                      "pacemaker-health", "pacemaker-image-roll"]
+                                      "pacemaker-health", "pacemaker-node-roll"]
     assert "healthy" in lab.command_runs[-2].stdout
     # The roll Command ran from the client over SSH, found both nodes on the stack's image.
     assert lab.command_runs[-1].stdout == f"roll: both nodes run {CFG.icon_image}, " \
@@ -121,7 +126,7 @@ def test_second_up_changes_nothing(lab):
 
 
 def test_ipaddr2_finds_the_nitro_nic_by_route_and_a_fixed_eth0_fails(lab):
-    """Defect: the model said `nic=eth0`; Debian 12 on Nitro has ens5, so IPaddr2 failed."""
+    """Defect: the model said `nic=eth0`; Debian on Nitro has ens5, so IPaddr2 failed."""
     spec = lab.node(NODE2)
     [ip] = [r for g in build_model(CFG).groups for r in g.members if r.id == "ctz-ip"]
     spare = CFG.service_subnet_cidr.replace(".0/24", ".150")
@@ -177,8 +182,8 @@ def test_unattended_upgrades_leave_the_cluster_stack_alone(lab):
         "bl = apt_pkg.config.value_list('Unattended-Upgrade::Package-Blacklist')\n"
         "for name in sys.argv[1:]:\n"
         "    print(name, uu.is_pkgname_in_blacklist(name, bl))\n")
-    held = ["corosync", "libcorosync-common4", "libknet1", "pacemaker", "pacemaker-cli-utils",
-            "pcs", "resource-agents", "fence-agents", "docker.io"]
+    held = ["corosync", "libcorosync-common4", "libcfg7", "libknet1t64", "pacemaker",
+            "pacemaker-cli-utils", "pcs", "resource-agents", "fence-agents-aws", "docker.io"]
     free = ["libc6", "openssl", "openssh-server", "systemd"]
     out = exec_in(spec, "python3", "-c", check, *held, *free)
     verdict = dict(line.split() for line in out.splitlines())
@@ -305,11 +310,28 @@ def test_the_leak_scan_finds_a_planted_leak(lab):
     assert not scan_lab(lab).hits
 
 
+def test_the_arbiter_installs_the_payload_its_tag_names(lab):
+    """Nobody logs in to the arbiter: it follows its payload tag itself (a timer; started here
+    instead of waiting for it)."""
+    from lab import payloads
+
+    drill = Drill(lab)
+    name = CFG.arbiter_name
+    changed = payloads.with_file(payloads.stored_payload(drill, name),
+                                 "/usr/local/sbin/prep-ha-hacluster", "# lab: fixed\n")
+    digest = payloads.publish(drill, name, changed)
+    exec_in(lab.arbiter, "systemctl", "start", "prep-ha-payload-follow.service")
+    assert exec_in(lab.arbiter, "cat", "/var/lib/prep-ha/payload/current").strip() == digest
+    assert exec_in(lab.arbiter, "tail", "-1", "/usr/local/sbin/prep-ha-hacluster") == \
+        "# lab: fixed\n"
+    assert exec_in(lab.arbiter, "systemctl", "is-active", "corosync-qnetd").strip() == "active"
+
+
 # The replacements first: the cases after them fence nodes through the host map they rewrote.
-@pytest.mark.parametrize("case", ["replace", "replace-lost", "heartbeat", "service", "standby",
-                                  "hang", "links", "split", "arbiter", "arbiter-split",
-                                  "switchover", "upgrade", "roll-refused",
-                                  "restore-refused"])
+@pytest.mark.parametrize("case", ["replace", "replace-lost", "payload-corrupt", "heartbeat",
+                                  "service", "standby", "hang", "links", "split", "arbiter",
+                                  "arbiter-split", "switchover", "upgrade", "payload-roll",
+                                  "roll-refused", "restore-refused"])
 def test_drill(lab, case):
     drill = Drill(lab)
     result = drill.run_case(case)

@@ -6,6 +6,7 @@ operator would see it, against what the program declared.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import subprocess
@@ -14,6 +15,7 @@ from collections import defaultdict
 
 import boto3
 import pytest
+import yaml
 
 from lab.cloud import replace_ec2_instance
 from lab.deploy import Command, Deployment
@@ -23,6 +25,7 @@ from lab.replacement import commands_after
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import parse_script
 from prep_ha.config import load_stack_file
+from prep_ha.payload import Payload, object_key
 from tests.lab_fixtures import (
     LAB_KEYSTORE_PASSWORD,
     REGION,
@@ -83,18 +86,39 @@ def test_instances_run_in_moto_with_the_programs_user_data(endpoint, deployment)
         else:
             assert node.user_data == declared.inputs["userData"]
         assert node.user_data.startswith("#cloud-config\n")
+        assert yaml.safe_load(node.user_data)["runcmd"][-1] == [
+            "/usr/local/sbin/prep-ha-boot", deployment.payload_bucket, REGION]
+        # Its payload, in moto's S3 as the tag names it, the digest of its bytes.
+        text = payload_text(endpoint, deployment, node)
         [volume] = node.data_volumes
         assert volume.device == "/dev/sdf"
-        assert volume.volume_id in node.user_data
+        assert volume.volume_id in text
         for name in (CFG.keystore_secret_name, CFG.keystore_password_secret_name,
                      CFG.hacluster_secret_name):
-            assert deployment.secrets[name] in node.user_data
-        # Its host key by name, the other node's not at all.
+            assert deployment.secrets[name] in text
+        # Its host key by name (fetched by user-data, before the payload), the other node's
+        # not at all.
         assert [n for n in deployment.secrets if n.endswith("/ssh-host-key")
-                and n in node.user_data] == [f"{node.node}/ssh-host-key"]
+                and n in text + node.user_data] == [f"{node.node}/ssh-host-key"]
         for value in (LAB_KEYSTORE_PASSWORD, *deployment.generated_passwords.values()):
-            assert value not in node.user_data
+            assert value not in text and value not in node.user_data
         assert run.outputs["instanceIds"][node.node] == node.instance_id
+
+
+def payload_text(endpoint: str, deployment: Deployment, node) -> str:
+    """The payload an instance's tag names, as stored in moto's S3: its files and first-boot
+    steps."""
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                      aws_access_key_id="test", aws_secret_access_key="test",
+                      config=Config(s3={"addressing_style": "path"}))
+    data = s3.get_object(Bucket=deployment.payload_bucket,
+                         Key=object_key(node.payload_digest))["Body"].read()
+    assert hashlib.sha256(data).hexdigest() == node.payload_digest
+    payload = Payload.from_archive(data)
+    return "\n".join([*(f.content for f in payload.files),
+                      *(" ".join(argv) for argv in payload.first_boot)])
 
 
 def test_the_lookup_finds_the_seeded_debian_ami(endpoint, deployment):
@@ -102,7 +126,7 @@ def test_the_lookup_finds_the_seeded_debian_ami(endpoint, deployment):
     image_ids = {n.image_id for n in deployment.nodes}
     [image] = ec2.describe_images(ImageIds=list(image_ids))["Images"]
     assert image["OwnerId"] == "136693071363"
-    assert image["Name"].startswith("debian-12-amd64-")
+    assert image["Name"].startswith("debian-13-amd64-")
 
 
 def test_enis_devices_addresses_and_groups(endpoint, deployment):
@@ -240,7 +264,7 @@ def test_commands_in_order_with_the_programs_script(deployment):
     # The image roll: a local Command after the health check, run by the lab on the client;
     # its secret stdin (the admin key) is not kept in the deployment.
     [roll] = [c for c in deployment.commands if c.local]
-    assert names[-1] == roll.name == "pacemaker-image-roll"
+    assert names[-1] == roll.name == "pacemaker-node-roll"
     assert roll.depends_on == ["pacemaker-health"]
     assert roll.stdin is None and roll.stdin_is_admin_key
 
@@ -332,7 +356,7 @@ def test_replacing_an_instance_keeps_its_enis_volume_and_inputs(endpoint, deploy
     assert [(c.name, update) for c, update in again] == [
         (f"pacemaker-{node.node}-ready", False), (f"pacemaker-{node.node}-membership", False),
         ("pacemaker-cib-push", True), ("pacemaker-health", False),
-        ("pacemaker-image-roll", False)]
+        ("pacemaker-node-roll", False)]
 
 
 def test_ami_lookup_registers_one_when_moto_has_none(endpoint, ssh_key, deployment):
@@ -340,10 +364,10 @@ def test_ami_lookup_registers_one_when_moto_has_none(endpoint, ssh_key, deployme
     reset_moto(endpoint)
     cloud = MotoCloud(endpoint=endpoint, ca_bundle=None, region=REGION, ssh_key=ssh_key)
     args = {"mostRecent": True, "owners": ["136693071363"], "filters": [
-        {"name": "name", "values": ["debian-12-amd64-*"]},
+        {"name": "name", "values": ["debian-13-amd64-*"]},
         {"name": "architecture", "values": ["x86_64"]}]}
     first = cloud.call("aws:ec2/getAmi:getAmi", args)
-    assert first["name"].startswith("debian-12-amd64-")
+    assert first["name"].startswith("debian-13-amd64-")
     assert cloud.call("aws:ec2/getAmi:getAmi", args)["id"] == first["id"]
     seeded = seed_debian_amis(REGION)
     assert cloud.call("aws:ec2/getAmi:getAmi", args)["id"] == seeded["x86_64"]
@@ -364,7 +388,7 @@ def test_command_line_writes_the_description(endpoint, tmp_path, ssh_key):
                     "--out", str(out), "--secret-values", str(values)],
                    cwd=PROJECT_DIR, check=True, timeout=120)
     deployment = Deployment.from_json(out.read_text())
-    assert "icon2-node:v1.4.7" in deployment.nodes[0].user_data
+    assert "icon2-node:v1.4.7" in payload_text(endpoint, deployment, deployment.nodes[0])
     assert LAB_KEYSTORE_PASSWORD not in out.read_text()
     assert values.stat().st_mode & 0o777 == 0o600
     stored = json.loads(values.read_text())["secret_values"]

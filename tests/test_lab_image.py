@@ -27,13 +27,17 @@ from lab.image import (
     APT_SOURCES,
     LAB_APT_LIST_PATH,
     LAB_CLOUD_CFG_PATH,
+    SUITE,
     ensure_image,
+    user_data_apt_conf,
     user_data_packages,
 )
 from lab.mirror import offline_install_check, serve_mirror
+from prep_ha.nodetools import node_tools, os_release
+from prep_ha.release import DEBIAN_VERSION, ami_name_pattern
 
-SUITE_DIRS = ("debian/dists/bookworm", "debian/dists/bookworm-updates",
-              "debian-security/dists/bookworm-security")
+SUITE_DIRS = (f"debian/dists/{SUITE}", f"debian/dists/{SUITE}-updates",
+              f"debian-security/dists/{SUITE}-security")
 
 
 def _skip_reason() -> str | None:
@@ -92,17 +96,19 @@ def test_user_data_packages_come_from_the_rendered_template():
     packages = user_data_packages()
     templates = [yaml.safe_load((Path(__file__).parent.parent / "cloud-init" / name)
                                 .read_text().replace("{{", "").replace("}}", ""))
-                 for name in ("cloud-config.yaml", "arbiter-config.yaml")]
+                 for name in ("node.yaml", "arbiter.yaml")]
     assert packages == sorted({p for t in templates for p in t["packages"]})
     assert {"pacemaker", "docker.io", "docker-compose"} <= set(packages)
+    # The nodes install without Recommends, and the mirror is resolved the same way.
+    assert 'APT::Install-Recommends "false";' in user_data_apt_conf()["90prep-ha-no-recommends"]
 
 
 def test_mirror_expiry_is_the_earliest_of_age_and_valid_until():
     from datetime import UTC, datetime, timedelta
     built = datetime(2026, 1, 1, tzinfo=UTC)
-    no_limit = {"bookworm": {"valid_until": None}}
+    no_limit = {"trixie": {"valid_until": None}}
     assert lab_mirror.mirror_expiry(built, no_limit) == built + timedelta(days=5)
-    security = {**no_limit, "bookworm-security": {"valid_until": "Sat, 03 Jan 2026 00:00:00 UTC"}}
+    security = {**no_limit, "trixie-security": {"valid_until": "Sat, 03 Jan 2026 00:00:00 UTC"}}
     assert lab_mirror.mirror_expiry(built, security) == datetime(2026, 1, 2, tzinfo=UTC)
 
 
@@ -113,7 +119,7 @@ def test_clearsigned_body_undoes_dash_escaping():
 
 
 def test_server_serves_the_mirror_as_deb_debian_org(tmp_path):
-    index = tmp_path / "debian/dists/bookworm/InRelease"
+    index = tmp_path / "debian/dists/trixie/InRelease"
     index.parent.mkdir(parents=True)
     index.write_bytes(b"signed\n")
     (tmp_path / "secret").write_text("no")
@@ -126,18 +132,18 @@ def test_server_serves_the_mirror_as_deb_debian_org(tmp_path):
             return resp.status, resp.read()
 
         # One keep-alive connection for all of these, 404s included, as apt uses it.
-        assert get("/debian/dists/bookworm/InRelease") == (200, b"signed\n")
-        assert get("/debian/dists/bookworm/../bookworm/./InRelease")[0] == 200
+        assert get("/debian/dists/trixie/InRelease") == (200, b"signed\n")
+        assert get("/debian/dists/trixie/../trixie/./InRelease")[0] == 200
         assert get("/debian/../secret")[0] == 404
-        assert get("/debian/dists/bookworm/Release")[0] == 404
-        assert get("/debian/dists/bookworm/InRelease", host="example.org")[0] == 404
+        assert get("/debian/dists/trixie/Release")[0] == 404
+        assert get("/debian/dists/trixie/InRelease", host="example.org")[0] == 404
         # apt through Acquire::http::Proxy sends the absolute form.
-        assert get("http://deb.debian.org/debian/dists/bookworm/InRelease")[0] == 200
-        assert get("/debian/dists/bookworm/InRelease",
+        assert get("http://deb.debian.org/debian/dists/trixie/InRelease")[0] == 200
+        assert get("/debian/dists/trixie/InRelease",
                    **{"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})[0] == 304
         conn.close()
-        assert server.misses == ["/debian/../secret", "/debian/dists/bookworm/Release",
-                                 "/debian/dists/bookworm/InRelease"]
+        assert server.misses == ["/debian/../secret", "/debian/dists/trixie/Release",
+                                 "/debian/dists/trixie/InRelease"]
 
 
 # ------------------------------------------------------------------ the real image
@@ -155,7 +161,20 @@ def test_cached_rerun_takes_seconds(built):
 
 
 @pytest.mark.lab
-def test_rootfs_is_shaped_like_the_debian_12_ec2_image(built):
+def test_the_image_the_tools_and_the_ami_lookup_are_one_release(built):
+    img, _ = built
+    release = os_release(img.rootfs)
+    assert (release["VERSION_ID"], release["VERSION_CODENAME"]) == (DEBIAN_VERSION, SUITE)
+    for arch in ("x86_64", "arm64"):
+        assert ami_name_pattern(arch).startswith(f"debian-{release['VERSION_ID']}-")
+    tools = node_tools()
+    assert tools.release == release["VERSION_ID"]
+    seen = tools.run(["sh", "-c", ". /etc/os-release; echo $VERSION_ID"]).stdout.strip()
+    assert seen == release["VERSION_ID"]
+
+
+@pytest.mark.lab
+def test_rootfs_is_shaped_like_the_debian_ec2_image(built):
     img, _ = built
     root = img.rootfs
     status = (root / "var/lib/dpkg/status").read_text().split("\n\n")
@@ -165,12 +184,13 @@ def test_rootfs_is_shaped_like_the_debian_12_ec2_image(built):
                       if ": " in line and not line.startswith(" "))
         if fields.get("Status") == "install ok installed":
             installed[fields["Package"]] = fields["Version"]
-    assert installed["cloud-init"].startswith("22.4.2-")
-    for package in ("netplan.io", "systemd-resolved", "openssh-server", "awscli", "sudo",
-                    "isc-dhcp-client", "amazon-ec2-utils", "cloud-guest-utils", "curl", "udev",
-                    "dbus", "iproute2", "python3-yaml", "systemd-sysv"):
+    assert installed["cloud-init"].startswith("25.1.")
+    for package in ("netplan.io", "systemd-resolved", "libnss-resolve", "openssh-server",
+                    "awscli", "sudo", "dhcpcd-base", "amazon-ec2-utils", "cloud-guest-utils",
+                    "curl", "udev", "dbus", "iproute2", "python3-yaml", "systemd-sysv",
+                    "linux-sysctl-defaults"):
         assert package in installed, package
-    assert "ifupdown" not in installed and "libnss-resolve" not in installed
+    assert "ifupdown" not in installed and "isc-dhcp-client" not in installed
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "systemd-networkd.service").is_symlink()
     assert (root / "etc/systemd/system/sysinit.target.wants/systemd-resolved.service"
@@ -264,3 +284,8 @@ def test_user_data_installs_offline_from_the_mirror(built, tmp_path):
         assert states[package][-1] == "installed", package
     for standin in ("docker.io", "docker-compose"):
         assert states[standin][0].startswith("99:"), states[standin]
+    # fence_aws alone: no Recommends, so not every fence agent and a compiler with it.
+    installed = img.tools / "var/lib/dpkg/info"
+    assert (installed / "fence-agents-aws.list").exists()
+    for heavy in ("fence-agents-all", "fence-agents-azure", "gcc", "python3-googleapi"):
+        assert not (installed / f"{heavy}.list").exists(), heavy

@@ -2,15 +2,13 @@
 
 Checked the way its real clients use it: the IMDSv2 token flow, EC2's listings, per-ENI data
 that follows a VIP move, instance-role credentials through botocore and a real boto3
-session, and cloud-init 22.4.2's own Ec2 datasource crawling it over HTTP (Debian's python).
+session, and the nodes' cloud-init (its own Ec2 datasource) crawling it over HTTP.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -27,7 +25,6 @@ from tests.lab_fixtures import REGION, deploy_testnet, moto_server, ssh_keypair
 
 CFG = load_stack_file(str(PROJECT_DIR / "Pulumi.testnet.yaml"), stack="testnet")
 TTL = {"X-aws-ec2-metadata-token-ttl-seconds": "300"}
-DEBIAN_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture(scope="module")
@@ -237,30 +234,42 @@ def test_instance_role_credentials(http, endpoint, deployment, monkeypatch):
     assert value["SecretString"] == deployment.generated_passwords["secrets-hacluster-password"]
 
 
-# cloud-init's own crawler and network renderers, on Debian's python, against the IMDS.
+# The nodes' cloud-init crawler and network renderers, against the IMDS.
 CLOUD_INIT_CRAWL = r"""
-import base64, json, sys, tempfile
-from cloudinit import helpers, util
-from cloudinit.net import eni, netplan, network_state
+import base64, ipaddress, json, os, sys, tempfile
+from cloudinit import distros, helpers, util
+from cloudinit.net import netplan, network_state
 from cloudinit.sources import DataSourceEc2 as ec2
 
 base, macs = sys.argv[1], json.loads(sys.argv[2])
 ec2.identify_platform = lambda: ec2.CloudNames.AWS  # this host's DMI is not EC2's
 tmp = tempfile.mkdtemp()
+paths = helpers.Paths({"cloud_dir": tmp, "run_dir": tmp})
+distro = distros.fetch("debian")("debian", {}, paths)  # the node's: netplan renders
 ds = ec2.DataSourceEc2({"datasource": {"Ec2": {"metadata_urls": [base], "timeout": 5,
-                                              "max_wait": 10}}},
-                       None, helpers.Paths({"cloud_dir": tmp, "run_dir": tmp}))
+                                              "max_wait": 10}}}, distro, paths)
 ok = ds._get_data()
-config = ec2.convert_ec2_metadata_network_config(ds.metadata["network"], macs_to_nics=macs,
-                                                 fallback_nic="ens5")
+
+
+def lease(nic, distro=None):  # the VPC's DHCP, which names the subnet's router (.1)
+    mac = next(m for m, n in macs.items() if n == nic)
+    cidr = ds.metadata["network"]["interfaces"]["macs"][mac]["subnet-ipv4-cidr-block"]
+    return {"routers": str(ipaddress.ip_network(cidr).network_address + 1)}
+
+
+distro.dhcp_client.dhcp_discovery = lease  # this host has no such NIC to ask DHCP on
+config = ec2.convert_ec2_metadata_network_config(ds.metadata["network"], distro,
+                                                 macs_to_nics=macs, fallback_nic="ens5")
 state = network_state.parse_net_config_data(config)
 rendered = {}
-for name, renderer, path in (("netplan", netplan.Renderer, "etc/netplan/50-cloud-init.yaml"),
-                             ("eni", eni.Renderer, "etc/network/interfaces.d/50-cloud-init")):
+# netplan only: the node renders with it (no ifupdown on the image).
+for name, renderer, path in (("netplan", netplan.Renderer, "etc/netplan/50-cloud-init.yaml"),):
     target = tempfile.mkdtemp()
     renderer({"postcmds": False, "netplan_path": path, "eni_path": path,
               "links_path_prefix": None}).render_network_state(state, target=target)
-    rendered[name] = open(f"{target}/{path}").read()
+    # netplan's own API writes to the running system's /etc/netplan (a throwaway tmpfs here).
+    written = f"{target}/{path}" if os.path.exists(f"{target}/{path}") else f"/{path}"
+    rendered[name] = open(written).read()
 raw = ds.userdata_raw if isinstance(ds.userdata_raw, bytes) else ds.userdata_raw.encode()
 print(json.dumps({
     "ok": ok, "api_version": ds._crawled_metadata["_metadata_api_version"],
@@ -272,20 +281,14 @@ print(json.dumps({
 """
 
 
-def _debian_cloud_init() -> bool:
-    return shutil.which(DEBIAN_PYTHON) is not None and subprocess.run(
-        [DEBIAN_PYTHON, "-c", "import cloudinit.sources.DataSourceEc2"],
-        capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _debian_cloud_init(), reason="needs Debian's cloud-init package")
-def test_cloud_init_crawls_the_imds(http, deployment):
+def test_cloud_init_crawls_the_imds(http, deployment, node_tools):
     base, peer = http
     node = deployment.nodes[0]  # holds the peer VIP on its primary ENI
     peer["ip"] = node.eni(0).primary_ip
     macs = {e.mac: f"ens{5 + e.device_index}" for e in node.enis}
-    out = subprocess.run([DEBIAN_PYTHON, "-c", CLOUD_INIT_CRAWL, base, json.dumps(macs)],
-                         capture_output=True, text=True, timeout=120)
+    # The nodes' cloud-init (25.1), reaching the test's IMDS on loopback.
+    out = node_tools.run(["python3", "-c", CLOUD_INIT_CRAWL, base, json.dumps(macs)],
+                         network=True, timeout=120)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen["ok"] and seen["api_version"] == "2021-03-23"
@@ -302,17 +305,21 @@ def test_cloud_init_crawls_the_imds(http, deployment):
     primary = md["network"]["interfaces"]["macs"][node.eni(0).mac]
     assert primary["local-ipv4s"] == [node.eni(0).primary_ip, CFG.peer_vip]
 
-    # What cloud-init 22.4.2 renders from it (apply_full_imds_network_config defaults to
+    # What the nodes' cloud-init renders from it (apply_full_imds_network_config defaults to
     # True): DHCP on all three ENIs, and the VIP the primary ENI held at first boot pinned
     # as a static address on ens5 -- after a failover it would come back at every boot.
     print("netplan:\n" + seen["rendered"]["netplan"])
-    print("ifupdown:\n" + seen["rendered"]["eni"])
     ethernets = seen["network"]["ethernets"]
     assert ethernets["ens5"]["addresses"] == [f"{CFG.peer_vip}/24"]
     assert "addresses" not in ethernets["ens6"] and "addresses" not in ethernets["ens7"]
     assert {n: e["dhcp4-overrides"]["route-metric"] for n, e in ethernets.items()} == \
         {"ens5": 100, "ens6": 200, "ens7": 300}
-    assert f"- {CFG.peer_vip}/24" in seen["rendered"]["netplan"]
+    # cloud-init 24.1 and later add a policy route per secondary ENI (table 100 + device
+    # index): prep-ha-network replaces them with its own (management only, table 102).
+    assert "routing-policy" not in ethernets["ens5"]
+    assert [r["table"] for r in ethernets["ens6"]["routing-policy"]] == [101]
+    assert [r["table"] for r in ethernets["ens7"]["routing-policy"]] == [102]
+    assert f"- \"{CFG.peer_vip}/24\"" in seen["rendered"]["netplan"]  # netplan 1.1 quotes
 
 
 def get_key(deployment) -> str:

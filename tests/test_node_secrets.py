@@ -16,11 +16,12 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prep_ha.cluster.model import build_model
 from prep_ha.cluster.pcs import corosync_conf, render_script
 from prep_ha.config import load_stack_file
-from prep_ha.userdata import render_user_data
+from prep_ha.userdata import node_payload, render_user_data
 from tests.pulumi_mocks import FAKE_KEYSTORE, PROJECT_DIR
 from tests.test_userdata import files_of, sample
 
@@ -29,7 +30,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, ip
 
 
 def node_file(path: str) -> str:
-    return files_of(render_user_data(sample()))[path]["content"]
+    return files_of(node_payload(sample()))[path]["content"]
 
 
 def stub(bindir: Path, name: str, body: str) -> None:
@@ -107,18 +108,22 @@ def test_keystore_check_refuses_what_is_not_a_keystore(secret_tool):
 # --- the hacluster password: stdin only, rotation --------------------------------------------
 
 @pytest.fixture
-def pcs_recorder(tmp_path):
+def pcs_recorder(tmp_path, node_tools):
     """A bin dir with prep-ha-secret (prints PASSWORD), chpasswd and pcs recording argv+stdin."""
-    if shutil.which("pcs") is None:
-        pytest.skip("needs pcs")
     bindir, log, conf = tmp_path / "bin", tmp_path / "log", tmp_path / "cluster.conf"
     cfg = load_stack_file(str(PROJECT_DIR / "Pulumi.testnet.yaml"), stack="testnet")
     conf.write_text(corosync_conf(build_model(cfg)))  # what `pcs cluster setup` writes
+    # The nodes' pcs reads the node list (the one call the script makes of it, answered
+    # here ahead); the recorder stands in for everything else.
+    show = ["pcs", f"--corosync_conf={conf}", "cluster", "config", "show",
+            "--output-format", "json"]
+    config = node_tools.run(show, paths=[conf])
+    assert config.returncode == 0, config.stderr
+    (tmp_path / "config.json").write_text(config.stdout)
     stub(bindir, "fetch", f"echo {PASSWORD}")
     stub(bindir, "chpasswd", f'echo "chpasswd $* <<$(cat)" >> {log}')
-    # The real pcs reads the node list; the recorder stands in for everything else.
-    stub(bindir, "pcs", f'''if [ "$1 $2" = "cluster config" ]; then
-  exec {shutil.which("pcs")} --corosync_conf={conf} "$@"; fi
+    stub(bindir, "pcs", f'''if [ "$*" = "{' '.join(show[2:])}" ]; then
+  exec cat {tmp_path / "config.json"}; fi
 [ "$1" = status ] && exit 1
 if [ "$1 $2" = "host auth" ]; then echo "pcs $* <<$(cat)" >> {log}
 else echo "pcs $*" >> {log}; fi''')
@@ -242,10 +247,16 @@ def test_host_key_is_installed_once_from_the_secret(tmp_path):
     etc.mkdir(parents=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)
-    stub(bindir, "fetch", f"cat {tmp_path / 'k'}")
+    # The AMI's aws CLI (it runs before the payload), answering for this node's secret only.
+    stub(bindir, "aws", f'[ "$*" = "secretsmanager get-secret-value --region eu-central-1 '
+                        f'--output text --secret-id prep-ha-testnet-1/ssh-host-key --query '
+                        f'SecretString" ] && cat {tmp_path / "k"}')
     stub(bindir, "systemctl", f'echo "systemctl $*" >> {log}')
-    text = node_file("/usr/local/sbin/prep-ha-ssh-host-key")
-    assert '"prep-ha-testnet-1/ssh-host-key"' in text
+    doc = yaml.safe_load(render_user_data("prep-ha-testnet-1", "eu-central-1", "b",
+                                          ssh_host_key=True))
+    assert doc["runcmd"][0] == ["/usr/local/sbin/prep-ha-ssh-host-key"]  # before the payload
+    [text] = [f["content"] for f in doc["write_files"]
+              if f["path"] == "/usr/local/sbin/prep-ha-ssh-host-key"]
     script = _script(tmp_path, bindir, text.replace("/etc/ssh", str(etc)))
     for expected in ("ssh host key installed", "already installed"):
         proc = _run(bindir, script)

@@ -6,9 +6,11 @@ drill cases switchover, upgrade, roll-refused); here: what the program declares 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
+import re
 import stat
 import subprocess
 
@@ -16,17 +18,40 @@ import pytest
 
 from prep_ha.ops import shell
 from prep_ha.ops.shell import OpsError
+from prep_ha.payload import TAG as PAYLOAD_TAG
+from prep_ha.payload import read_archive
 from tests.fixtures.fake_keys import FAKE_SSH_PRIVATE_KEY, PEM_HEADER
 from tests.pulumi_mocks import ProgramRun, run_stack
 from tests.standin_node import IMAGE, needs_node_python, standin_node
+from tests.test_userdata import payloads_of
 
 LOCAL_COMMAND = "command:local:Command"
-ROLL = "pacemaker-image-roll"
+INSTANCE = "aws:ec2/instance:Instance"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+ROLL = "pacemaker-node-roll"
 
 
 @pytest.fixture(scope="module")
 def runs() -> tuple[ProgramRun, ProgramRun]:
     return run_stack("testnet"), run_stack("testnet", {"icon-prep-ha:iconImageTag": "v9.9.9"})
+
+
+@pytest.fixture(scope="module")
+def changed_script(tmp_path_factory) -> ProgramRun:
+    """The program run again with one node script changed (a comment, as a fix would)."""
+    import shutil
+
+    import prep_ha.userdata as userdata
+
+    templates = tmp_path_factory.mktemp("templates") / "cloud-init"
+    shutil.copytree(userdata.TEMPLATE_DIR, templates)
+    script = templates / "files/prep-ha-alert"
+    script.write_text(script.read_text() + "# fixed\n")
+    original, userdata.TEMPLATE_DIR = userdata.TEMPLATE_DIR, templates
+    try:
+        return run_stack("testnet")
+    finally:
+        userdata.TEMPLATE_DIR = original
 
 
 def roll_of(run: ProgramRun):
@@ -36,7 +61,9 @@ def roll_of(run: ProgramRun):
 def test_the_roll_command_names_the_image_and_gets_the_key_on_stdin_only(runs):
     run, _ = runs
     roll = roll_of(run)
+    digests = [payloads_of(run)[i].digest for i in (0, 1)]
     command = "python3 -m prep_ha roll --stack testnet --image iconloop/icon2-node:v1.4.6 " \
+        f"--payload prep-ha-testnet-1={digests[0]} --payload prep-ha-testnet-2={digests[1]} " \
         "--key-stdin"
     assert roll.inputs["create"] == roll.inputs["update"] == command
     assert roll.is_secret("stdin") and "PRIVATE KEY" in roll.inputs["stdin"]
@@ -62,8 +89,12 @@ def _inputs(run: ProgramRun) -> dict[str, str]:
     out = {}
     for r in run.resources:
         ignored = {p.split(".")[0] for p in r.ignore_changes}
-        text = json.dumps({k: v for k, v in r.inputs.items() if k not in ignored},
-                          sort_keys=True)
+        inputs = {k: v for k, v in r.inputs.items() if k not in ignored}
+        if r.type == BUCKET_OBJECT:  # its content, readable; its key is the content's digest
+            manifest, contents = read_archive(base64.b64decode(inputs.pop("contentBase64")))
+            inputs = {**inputs, "key": "<digest>", "manifest": manifest,
+                      "files": {k: v.decode() for k, v in contents.items()}}
+        text = re.sub(r"[0-9a-f]{64}", "<digest>", json.dumps(inputs, sort_keys=True))
         for rid, key in ids:
             text = text.replace(rid, f"<{key}>")
         out[r.key] = text
@@ -75,12 +106,45 @@ def _changed(before: ProgramRun, after: ProgramRun) -> set[str]:
     return {key for key in new if new[key] != old.get(key)}
 
 
-def test_a_new_image_tag_changes_only_the_roll(runs):
-    """`pulumi preview` after `config set iconImageTag` shows one update: the roll, with the
-    new image on its command line. No instance is replaced or restarted by Pulumi."""
+def _node_changes(before: ProgramRun, after: ProgramRun) -> set[str]:
+    """What `pulumi preview` would show after a change to what the nodes run: exactly the
+    nodes' payload objects (new digests: new objects), the two instances' payload tag (an
+    in-place tag update: EC2 neither stops nor replaces an instance for it) and the roll."""
+    changed = _changed(before, after)
+    for instance in ("nodes-1-instance", "nodes-2-instance"):
+        old, new = (r.by_name(INSTANCE, instance) for r in (before, after))
+        assert _inputs(before)[old.key] == _inputs(after)[new.key]  # but for the digest:
+        assert old.inputs["tags"][PAYLOAD_TAG] != new.inputs["tags"][PAYLOAD_TAG]
+        changed.add(new.key)
+    # The roll's command line names the new digests (`pulumi preview --diff` shows it).
+    if roll_of(before).inputs["create"] != roll_of(after).inputs["create"]:
+        changed.add(roll_of(after).key)
+    return changed
+
+
+NODE_CHANGES = {f"{LOCAL_COMMAND}::{ROLL}", f"{INSTANCE}::nodes-1-instance",
+                f"{INSTANCE}::nodes-2-instance", f"{BUCKET_OBJECT}::payload-prep-ha-testnet-1",
+                f"{BUCKET_OBJECT}::payload-prep-ha-testnet-2"}
+
+
+def test_a_new_image_tag_changes_only_the_nodes_payloads_and_the_roll(runs):
+    """`pulumi preview` after `config set iconImageTag`: the roll, with the new image on its
+    command line, and the nodes' payloads. No instance is replaced or restarted by Pulumi."""
     before, after = runs
-    assert _changed(before, after) == {f"{LOCAL_COMMAND}::{ROLL}"}
+    assert _node_changes(before, after) == NODE_CHANGES
     assert "--image iconloop/icon2-node:v9.9.9 " in roll_of(after).inputs["create"]
+
+
+def test_a_changed_node_script_changes_only_the_nodes_payloads_and_the_roll(runs,
+                                                                           changed_script):
+    """A fix to one node file: new digests for both nodes (not the arbiter, which does not
+    have that file), on the roll's command line for `pulumi preview` to show."""
+    before, _ = runs
+    assert _node_changes(before, changed_script) == NODE_CHANGES
+    new = payloads_of(changed_script)
+    assert new[0].file("/usr/local/sbin/prep-ha-alert").content.endswith("# fixed\n")
+    for digest in (p.digest for p in new):
+        assert f"={digest} " in roll_of(changed_script).inputs["create"]
 
 
 @pytest.mark.parametrize("text", ["", "node-1=10.0.0.1", "node-1=10.0.0.1 node-2",

@@ -12,6 +12,7 @@ import base64
 import contextvars
 import copy
 import dataclasses
+import gzip
 import json
 import runpy
 import sys
@@ -42,6 +43,7 @@ from policies.prep_ha_policies.argv import argv_findings
 from policies.prep_ha_policies.keystore import policy_gaps
 from policies.prep_ha_policies.rules import ingress_rules
 from policies.prep_ha_policies.secrets import secret_findings
+from prep_ha.payload import Payload
 from prep_ha.userdata import decode_user_data, encode_user_data
 from tests.fixtures.fake_keys import FAKE_RSA_PEM, PEM_HEADER
 from tests.pulumi_mocks import FAKE_KEYSTORE, CapturedResource, run_program, stack_config
@@ -49,6 +51,7 @@ from tests.pulumi_mocks import FAKE_KEYSTORE, CapturedResource, run_program, sta
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 STACKS = ("testnet", "mainnet")
 INSTANCE = "aws:ec2/instance:Instance"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 COMMAND = "command:remote:Command"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 PEM = FAKE_RSA_PEM
@@ -257,16 +260,41 @@ def _enable_peer(resources: list[CapturedResource], stack: str) -> None:
             "runcmd:\n", "runcmd:\n- - systemctl\n  - enable\n  - --now\n  - peer.service\n", 1))
 
 
-def _autostart_unit(resources: list[CapturedResource], stack: str) -> None:
-    def install(ud: str) -> str:
-        marker = "Restart=no\n"
-        at = ud.index(marker, ud.index("path: /etc/systemd/system/peer.service"))
-        indent = "    "
-        return (ud[:at + len(marker)] + f"{indent}[Install]\n"
-                f"{indent}WantedBy=multi-user.target\n" + ud[at + len(marker):])
+def _edit_payloads(resources: list[CapturedResource], edit) -> None:
+    """Change the nodes' payload objects (what their first boot and the roll install)."""
+    for obj in resources:
+        if obj.type == BUCKET_OBJECT and not obj.name.endswith("arbiter"):
+            payload = Payload.from_archive(base64.b64decode(obj.inputs["contentBase64"]))
+            obj.inputs["contentBase64"] = base64.b64encode(edit(payload).archive()).decode()
 
-    for node in nodes(resources):
-        _edit_user_data(node, install)
+
+def _with_file(payload: Payload, path: str, content: str) -> Payload:
+    files = tuple(dataclasses.replace(f, content=content) if f.path == path else f
+                  for f in payload.files)
+    return dataclasses.replace(payload, files=files)
+
+
+def _autostart_unit(resources: list[CapturedResource], stack: str) -> None:
+    unit = "/etc/systemd/system/peer.service"
+    _edit_payloads(resources, lambda p: _with_file(
+        p, unit, p.file(unit).content + "[Install]\nWantedBy=multi-user.target\n"))
+
+
+def _enable_peer_in_payload(resources: list[CapturedResource], stack: str) -> None:
+    _edit_payloads(resources, lambda p: dataclasses.replace(
+        p, first_boot=(*p.first_boot, ("systemctl", "enable", "--now", "peer.service"))))
+
+
+def _pem_in_payload(resources: list[CapturedResource], stack: str) -> None:
+    script = "/usr/local/sbin/prep-ha-alert"
+    _edit_payloads(resources, lambda p: _with_file(p, script, p.file(script).content + PEM))
+
+
+def _gzip_not_tar_payload(resources: list[CapturedResource], stack: str) -> None:
+    """A payload object that is gzip but no archive: nothing could scan it for a key."""
+    for obj in resources:
+        if obj.type == BUCKET_OBJECT:
+            obj.inputs["contentBase64"] = base64.b64encode(gzip.compress(PEM.encode())).decode()
 
 
 def _password_in_tag(resources: list[CapturedResource], stack: str) -> None:
@@ -330,9 +358,10 @@ MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
     "node-2-not-fenced": (_replace_stdin(";prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_2}", ""),
                           "stonith-cluster-config", "prep-ha-STACK-2"),
     "colocation-dropped": (_replace_stdin(
-        '  pcs -f "$CIB" constraint colocation add Ctz with Peer -- -INFINITY\n', ""),
+        '  pcs -f "$CIB" constraint colocation add Ctz with Peer score=-INFINITY '
+        'id=colocation-Ctz-Peer--INFINITY\n', ""),
         "anti-colocation-constraint", "-INFINITY"),
-    "colocation-positive": (_replace_stdin("with Peer -- -INFINITY", "with Peer -- INFINITY"),
+    "colocation-positive": (_replace_stdin("with Peer score=-INFINITY", "with Peer score=INFINITY"),
                             "anti-colocation-constraint", "colocation"),
     "pcsd-open-to-world": (_open_pcsd, "exposure-cluster-ports", "pcsd (TCP 2224)"),
     "ssh-from-elsewhere": (_open_ssh, "exposure-ssh-admin-only", "192.0.2.0/24"),
@@ -353,6 +382,11 @@ MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
     "peer-enabled-in-user-data": (_enable_peer, "anti-colocation-pacemaker-only",
                                   "systemctl enable --now peer.service"),
     "peer-unit-installable": (_autostart_unit, "anti-colocation-pacemaker-only", "[Install]"),
+    "peer-enabled-by-payload": (_enable_peer_in_payload, "anti-colocation-pacemaker-only",
+                                "systemctl enable --now peer.service"),
+    "pem-in-payload": (_pem_in_payload, "secrets-plain-inputs", "the payload contains"),
+    "payload-unreadable": (_gzip_not_tar_payload, "secrets-plain-inputs",
+                           "the payload cannot be read (ReadError"),
     "fencing-unscoped": (_unscoped_fencing, "stonith-fence-permissions",
                          "ec2:StopInstances on instances beyond the cluster"),
     "fencing-cannot-start": (_no_start, "stonith-fence-permissions",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import json
 
 import pytest
 
 from prep_ha.config import ConfigError, load_stack_file
+from prep_ha.payload import TAG as PAYLOAD_TAG
+from prep_ha.payload import object_key
 from prep_ha.userdata import decode_user_data
 from tests.pulumi_mocks import (
     DEBIAN_AMI,
@@ -19,6 +23,7 @@ from tests.pulumi_mocks import (
     run_program,
     run_stack,
 )
+from tests.test_userdata import payloads_of
 
 STACKS = ("testnet", "mainnet")
 INSTANCE = "aws:ec2/instance:Instance"
@@ -37,6 +42,9 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
 KMS_KEY = "aws:kms/key:Key"
 ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+BUCKET = "aws:s3/bucket:Bucket"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 LOCAL_COMMAND = "command:local:Command"
 CLUSTER_INTERNAL = (("udp", 5404, 5406), ("tcp", 2224, 2224), ("tcp", 22, 22))
 WORLD = ("0.0.0.0/0", "::/0")
@@ -78,7 +86,7 @@ def test_resource_counts(run):
         "aws:lb/listener:Listener", SECRET, SECRET_VERSION, "aws:ec2/keyPair:KeyPair",
         "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile", ROLE_POLICY,
         "aws:ec2/natGateway:NatGateway", SG, EIP, KMS_KEY, SECRET_POLICY, ENDPOINT,
-        LOCAL_COMMAND)}
+        LOCAL_COMMAND, BUCKET, BUCKET_OBJECT, BUCKET_POLICY)}
     assert counts == {
         INSTANCE: 3, ENI: 6, ENI_ATTACHMENT: 4, SUBNET: 5,
         "aws:ec2/placementGroup:PlacementGroup": 1, "aws:ebs/volume:Volume": 2,
@@ -91,8 +99,12 @@ def test_resource_counts(run):
         # keystore-put and the image roll
         LOCAL_COMMAND: 2,
         "aws:ec2/keyPair:KeyPair": 1, "aws:iam/role:Role": 2,
-        "aws:iam/instanceProfile:InstanceProfile": 2, ROLE_POLICY: 4,
-        "aws:ec2/natGateway:NatGateway": 1, SG: 5, ENDPOINT: 1,
+        # Each role: its own calls, and reading the payloads; the node role the secrets too.
+        "aws:iam/instanceProfile:InstanceProfile": 2, ROLE_POLICY: 6,
+        # Secrets Manager and S3 (gateway) inside the VPC.
+        "aws:ec2/natGateway:NatGateway": 1, SG: 5, ENDPOINT: 2,
+        # One payload per instance, in one bucket.
+        BUCKET: 1, BUCKET_OBJECT: 3, BUCKET_POLICY: 1,
         # NAT, NLB and the two management addresses (managementAccess public).
         EIP: 4,
     }
@@ -176,7 +188,8 @@ def test_instances(run):
     for index, instance in enumerate(instances):
         i = instance.inputs
         assert i["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
-                                        "httpPutResponseHopLimit": 1}
+                                        "httpPutResponseHopLimit": 1,
+                                        "instanceMetadataTags": "enabled"}
         assert i["rootBlockDevice"]["encrypted"] is True
         assert i["rootBlockDevice"]["volumeType"] == "gp3"
         assert i["rootBlockDevice"]["volumeSize"] == cfg.root_volume_gib
@@ -189,6 +202,7 @@ def test_instances(run):
             "Name": cfg.node_names[index], "prep-ha:cluster": cfg.cluster_name,
             "prep-ha:node": cfg.node_names[index],
             "prep-ha:role": ("active", "backup")[index],
+            PAYLOAD_TAG: payloads_of(run)[index].digest,
         }
         assert "subnetId" not in i and "vpcSecurityGroupIds" not in i
 
@@ -263,7 +277,7 @@ def test_security_group_rules(run):
 
 def test_secrets_manager_is_reached_inside_the_vpc(run):
     cfg = cfg_of(stack_of(run))
-    [endpoint] = run.of_type(ENDPOINT)
+    [endpoint] = [e for e in run.of_type(ENDPOINT) if e.inputs["vpcEndpointType"] != "Gateway"]
     assert endpoint.inputs["serviceName"] == f"com.amazonaws.{cfg.region}.secretsmanager"
     assert endpoint.inputs["vpcEndpointType"] == "Interface"
     assert endpoint.inputs["privateDnsEnabled"] is True  # the nodes' SDK calls go through it
@@ -377,16 +391,63 @@ def test_no_secret_value_outside_secret_inputs(run):
             assert value not in text, (resource.type, resource.name)
 
 
-def test_user_data_references_secrets_by_arn_only(run):
+def test_payloads_reference_secrets_by_arn_only(run):
     arns = {s.id for s in run.of_type(SECRET) if "/ssh-host-key" not in s.inputs["name"]}
-    for instance in nodes_of(run):
-        user_data = decode_user_data(instance.inputs["userDataBase64"])
+    for instance, payload in zip(nodes_of(run), payloads_of(run), strict=True):
         assert not instance.is_secret("userDataBase64")
-        assert all(arn in user_data for arn in arns)
-        # Its own host key, by name (derived from the node name in the template).
+        text = "\n".join(f.content for f in payload.files)
+        assert all(arn in text for arn in arns)
+        # Its own host key, by name (derived from the node name), fetched by its user-data.
+        user_data = decode_user_data(instance.inputs["userDataBase64"])
         assert f'"{instance.inputs["tags"]["prep-ha:node"]}/ssh-host-key"' in user_data
         for value in FAKE_SECRET_VALUES:
-            assert value not in user_data
+            assert value not in text
+    for obj in run.of_type(BUCKET_OBJECT):
+        assert not obj.secret_paths  # nothing in a payload needs hiding
+
+
+def test_each_instance_installs_the_payload_its_tag_names_from_the_stacks_bucket(run):
+    """The payload objects are named by their digest; each instance's tag names its own, the
+    roll Command names both nodes'; the bucket admits the two instance roles, from the VPC."""
+    cfg = cfg_of(stack_of(run))
+    [bucket] = run.of_type(BUCKET)
+    objects = {o.inputs["key"]: o for o in run.of_type(BUCKET_OBJECT)}
+    digests = {}
+    for instance in run.of_type(INSTANCE):
+        digest = instance.inputs["tags"][PAYLOAD_TAG]
+        obj = objects[object_key(digest)]
+        assert obj.inputs["bucket"] == bucket.id
+        assert hashlib.sha256(base64.b64decode(obj.inputs["contentBase64"])).hexdigest() == \
+            digest
+        assert obj.depends_on == () and instance.inputs["userDataBase64"]
+        digests[instance.inputs["tags"].get("prep-ha:node", "arbiter")] = digest
+    assert len(set(digests.values())) == 3  # each node's own addresses and volume
+    roll = next(c for c in run.of_type(LOCAL_COMMAND) if c.name.endswith("-node-roll"))
+    for node in cfg.node_names:
+        assert f"--payload {node}={digests[node]}" in roll.inputs["create"]
+    [policy] = run.of_type(BUCKET_POLICY)
+    statements = {st["Sid"]: st for st in json.loads(policy.inputs["policy"])["Statement"]}
+    roles = sorted(r.outputs["arn"] for r in run.of_type("aws:iam/role:Role"))
+    readers = statements["InstanceRolesReadOnlyInsideTheVpc"]
+    assert sorted(readers["Condition"]["ArnEquals"]["aws:PrincipalArn"]) == roles
+    vpc = run.of_type("aws:ec2/vpc:Vpc")[0]
+    assert readers["Condition"]["StringNotEquals"] == {"aws:SourceVpc": vpc.id}
+    assert readers["Action"] == "s3:GetObject" and statements["AccountOnly"]["Effect"] == "Deny"
+    [block] = run.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert all(block.inputs[k] for k in ("blockPublicAcls", "blockPublicPolicy",
+                                         "ignorePublicAcls", "restrictPublicBuckets"))
+    # The S3 gateway endpoint is on the nodes' (service) and the arbiter's route tables.
+    [s3] = [e for e in run.of_type(ENDPOINT) if e.inputs["vpcEndpointType"] == "Gateway"]
+    assert s3.inputs["serviceName"] == f"com.amazonaws.{cfg.region}.s3"
+    tables = {run.by_id(t).name for t in s3.inputs["routeTableIds"]} | {
+        run.by_id(a.inputs["routeTableId"]).name for a in run.of_type(
+            "aws:ec2/vpcEndpointRouteTableAssociation:VpcEndpointRouteTableAssociation")}
+    assert tables == {"network-service-rt", "arbiter-rt"}
+    for role in run.of_type(ROLE_POLICY):
+        if role.name.endswith("read-payloads"):
+            [st] = json.loads(role.inputs["policy"])["Statement"]
+            assert st == {"Effect": "Allow", "Action": "s3:GetObject",
+                          "Resource": f"{bucket.outputs['arn']}/payload/*"}
 
 
 def test_ssh_key_and_outputs(run):
@@ -430,7 +491,7 @@ def test_graviton_instance_gets_an_arm64_debian_ami():
     run = run_stack("testnet", {"instanceType": "m7g.xlarge", "quorumArbiter": False})
     [(_, args)] = [i for i in run.invokes if i[0] == "aws:ec2/getAmi:getAmi"]
     filters = {f["name"]: f["values"] for f in args["filters"]}
-    assert filters["name"] == ["debian-12-arm64-*"]
+    assert filters["name"] == ["debian-13-arm64-*"]
     assert filters["architecture"] == ["arm64"]
     assert args["owners"] == ["136693071363"] and args["mostRecent"] is True
 
@@ -490,15 +551,17 @@ def test_quorum_arbiter(run):
     rules = [r.inputs for r in run.of_type(INGRESS) if r.inputs["securityGroupId"] == sg_id]
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in rules) == sorted(
         (port, f"{n.service_ip}/32") for port in (2224, 5403) for n in cfg.nodes)
-    [policy] = [p for p in run.of_type(ROLE_POLICY) if p.name.startswith("arbiter-")]
+    [policy] = [p for p in run.of_type(ROLE_POLICY)
+                if p.name == "arbiter-read-hacluster-password"]
     statement = json.loads(policy.inputs["policy"])["Statement"]
     hacluster = next(s for s in run.of_type(SECRET) if s.name.endswith("hacluster-password"))
     assert statement == [{"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
                           "Resource": [hacluster.id]}]
-    user_data = decode_user_data(i["userDataBase64"])
-    assert "corosync-qnetd" in user_data and "pcs qdevice setup model net" in user_data
+    [payload] = payloads_of(run, arbiter=True)
+    assert "corosync-qnetd" in payload.packages
+    assert any("pcs qdevice setup model net" in " ".join(c) for c in payload.first_boot)
     for value in FAKE_SECRET_VALUES:
-        assert value not in user_data
+        assert value not in "".join(f.content for f in payload.files)
 
 
 def test_without_the_arbiter_no_arbiter_resources():

@@ -1,12 +1,13 @@
-"""The user-data each node boots with: valid cloud-config, no secrets, the guide's units."""
+"""What each node runs: its payload (the guide's units, the node's scripts, no secrets) and the
+user-data that fetches it (valid cloud-config, small)."""
 
 from __future__ import annotations
 
+import base64
 import configparser
 import io
 import json
 import runpy
-import shutil
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -16,18 +17,21 @@ import pytest
 import yaml
 
 from prep_ha.config import load_stack_file
+from prep_ha.payload import TAG, Payload, object_key
 from prep_ha.userdata import (
     MAX_USER_DATA_BYTES,
-    NodeUserData,
+    NodeSettings,
     compress,
     decode_user_data,
     fill,
+    node_payload,
     render_user_data,
 )
 from tests.pulumi_mocks import FAKE_SECRET_VALUES, PROJECT_DIR, ProgramRun, run_stack
 
 INSTANCE = "aws:ec2/instance:Instance"
 SECRET = "aws:secretsmanager/secret:Secret"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 
 
 @pytest.fixture(scope="module", params=["testnet", "mainnet"])
@@ -41,9 +45,21 @@ def user_data_of(run: ProgramRun) -> list[str]:
             if "prep-ha:node" in r.inputs["tags"]]
 
 
-def files_of(user_data: str) -> dict[str, dict]:
-    doc = yaml.safe_load(user_data)
-    return {f["path"]: f for f in doc["write_files"]}
+def payloads_of(run: ProgramRun, arbiter: bool = False) -> list[Payload]:
+    """Each node's payload as the program stored it (node 1 first), the one its tag names;
+    with `arbiter`, the arbiter's alone."""
+    stored = {r.inputs["key"]: r for r in run.of_type(BUCKET_OBJECT)}
+    instances = sorted((r for r in run.of_type(INSTANCE)
+                        if ("prep-ha:node" not in r.inputs["tags"]) == arbiter),
+                       key=lambda r: r.name)
+    return [Payload.from_archive(base64.b64decode(
+        stored[object_key(i.inputs["tags"][TAG])].inputs["contentBase64"]))
+        for i in instances]
+
+
+def files_of(payload: Payload) -> dict[str, dict]:
+    return {f.path: {"content": f.content, "permissions": f.mode, "effect": f.effect}
+            for f in payload.files}
 
 
 def unit(text: str) -> configparser.ConfigParser:
@@ -57,7 +73,7 @@ def secret_arns(run: ProgramRun) -> dict[str, str]:
     return {s.inputs["name"].split("/", 1)[1]: s.id for s in run.of_type(SECRET)}
 
 
-def sample(**changes: str) -> NodeUserData:
+def sample(**changes: str) -> NodeSettings:
     values = dict(
         node_name="prep-ha-testnet-1", region="eu-central-1", icon_network="LisbonNet",
         icon_image="iconloop/icon2-node:v1.4.6", data_volume_id="vol-0123456789abcdef0",
@@ -68,12 +84,13 @@ def sample(**changes: str) -> NodeUserData:
         keystore_password_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/kp-Ab",
         hacluster_secret_id="arn:aws:secretsmanager:eu-central-1:1:secret:c/hc-Ab")
     values.update(changes)
-    return NodeUserData(**values)
+    return NodeSettings(**values)
 
 
-@pytest.mark.skipif(shutil.which("cloud-init") is None,
-                    reason="the cloud-init binary is not installed (apt-get install cloud-init)")
-def test_cloud_init_schema_accepts_every_node_and_the_arbiter(stack_run, tmp_path):
+def test_cloud_init_schema_accepts_every_node_and_the_arbiter(stack_run, tmp_path,
+                                                              node_tools):
+    """The nodes' cloud-init (25.1 on Debian 13) validates every instance's user-data, with
+    no deprecated key either (a deprecation makes a node's `cloud-init status` "degraded")."""
     _, run = stack_run
     arbiter = [decode_user_data(r.inputs["userDataBase64"]) for r in run.of_type(INSTANCE)
                if r.inputs["tags"].get("prep-ha:role") == "arbiter"]
@@ -81,28 +98,88 @@ def test_cloud_init_schema_accepts_every_node_and_the_arbiter(stack_run, tmp_pat
     for index, user_data in enumerate(user_data_of(run) + arbiter):
         path = tmp_path / f"node{index + 1}.yaml"
         path.write_text(user_data)
-        result = subprocess.run(["cloud-init", "schema", "-c", str(path)],
-                                capture_output=True, text=True, timeout=60)
+        result = node_tools.run(["cloud-init", "schema", "-c", str(path)], paths=[path],
+                                timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "Valid cloud-config" in result.stdout
+        assert f"Valid schema {path}" in result.stdout, result.stdout
+        assert "deprecat" not in (result.stdout + result.stderr).lower(), result.stdout
 
 
-def test_size_and_placeholders(stack_run):
+HOTPLUG = """
+import sys, yaml
+from cloudinit import helpers, stages
+from cloudinit.event import EventScope, EventType
+from cloudinit.sources import DataSourceEc2 as ec2
+cfg = yaml.safe_load(open(sys.argv[1]))
+ds = ec2.DataSourceEc2(cfg, None, helpers.Paths({}))
+print(stages.update_event_enabled(datasource=ds, cfg=cfg, event_source_type=EventType.HOTPLUG,
+                                  scope=EventScope.NETWORK))
+"""
+
+
+def test_the_nodes_cloud_init_applies_no_network_config_on_an_eni_hotplug(stack_run, tmp_path,
+                                                                            node_tools):
+    """cloud-init 25.1's Ec2 datasource turns hotplug on by default, and its hotplug handler
+    applies the IMDS network config (the VIPs as static addresses) even with network config
+    disabled. The user-data's `updates` keeps it to a new instance's first boot."""
     _, run = stack_run
-    for user_data in user_data_of(run):
-        assert user_data.startswith("#cloud-config\n")
-        assert len(compress(user_data)) < MAX_USER_DATA_BYTES
+    for index, user_data in enumerate(user_data_of(run)):
+        path = tmp_path / f"node{index + 1}.yaml"
+        path.write_text(user_data)
+        seen = node_tools.run(["python3", "-c", HOTPLUG, str(path)], paths=[path])
+        assert seen.returncode == 0, seen.stderr
+        assert seen.stdout.strip() == "False"
+        # The control: without the key, the nodes' cloud-init would handle hotplug events.
+        doc = yaml.safe_load(user_data)
+        del doc["updates"]
+        path.write_text("#cloud-config\n" + yaml.safe_dump(doc))
+        seen = node_tools.run(["python3", "-c", HOTPLUG, str(path)], paths=[path])
+        assert seen.stdout.strip() == "True", seen.stderr
+
+
+def test_user_data_only_fetches_the_payload_and_stays_small(stack_run):
+    stack, run = stack_run
+    region = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack).region
+    bucket = run.of_type("aws:s3/bucket:Bucket")[0].outputs["bucket"]
+    for instance in run.of_type(INSTANCE):
+        user_data = decode_user_data(instance.inputs["userDataBase64"])
+        size = len(compress(user_data))
+        print(f"{instance.name}: user-data {size} bytes gzip'd")
+        assert size < 4 * 1024 and MAX_USER_DATA_BYTES == 8 * 1024
         assert "{{" not in user_data
+        doc = yaml.safe_load(user_data)
+        assert user_data.startswith("#cloud-config\n") and doc["hostname"]
+        boot = ["/usr/local/sbin/prep-ha-boot", bucket, region]
+        # The nodes install the SSH host key the stack pins first: a node whose payload fails
+        # is still reached, and its readiness check says why.
+        host_key = [] if instance.name.startswith("arbiter") else [
+            "/usr/local/sbin/prep-ha-ssh-host-key"]
+        assert doc["runcmd"] == [*([host_key] if host_key else []), boot]
+        assert [f["path"] for f in doc["write_files"]] == [boot[0], *host_key]
+
+
+def test_user_data_past_its_budget_is_refused(tmp_path):
+    """Content that grows goes into the payload: user-data above 8 KiB gzip'd is an error."""
+    import shutil
+    shutil.copytree(PROJECT_DIR / "cloud-init", tmp_path / "t")
+    installer = tmp_path / "t/files/prep-ha-boot"
+    installer.write_text(installer.read_text() + "# " + base64.b64encode(
+        __import__("os").urandom(9000)).decode() + "\n")
+    with pytest.raises(ValueError, match="above its budget of 8192"):
+        render_user_data("prep-ha-testnet-1", "eu-central-1", "b", ssh_host_key=True,
+                         template_dir=tmp_path / "t")
 
 
 def test_no_secret_values_only_secret_ids(stack_run):
     _, run = stack_run
     arns = secret_arns(run)
-    for user_data in user_data_of(run):
+    for text in user_data_of(run) + [f.content for p in payloads_of(run) + payloads_of(
+            run, arbiter=True) for f in p.files]:
         for value in FAKE_SECRET_VALUES:
-            assert value not in user_data
-        assert "BEGIN OPENSSH" not in user_data
-        files = files_of(user_data)
+            assert value not in text
+        assert "BEGIN OPENSSH" not in text
+    for payload in payloads_of(run):
+        files = files_of(payload)
         peer = files["/etc/systemd/system/peer.service"]["content"]
         assert ('prep-ha-secret --keystore --to /run/prep-ha/peer/keystore.json '
                 f'"{arns["keystore"]}"') in peer
@@ -116,7 +193,7 @@ def test_no_secret_values_only_secret_ids(stack_run):
 
 def hacluster_script(tmp_path: Path, secret_script: str) -> tuple[list[str], Path]:
     """prep-ha-hacluster as the node has it, with the fetch and chpasswd stubbed."""
-    content = files_of(render_user_data(sample()))["/usr/local/sbin/prep-ha-hacluster"]
+    content = files_of(node_payload(sample()))["/usr/local/sbin/prep-ha-hacluster"]
     bindir, record = tmp_path / "bin", tmp_path / "chpasswd.in"
     bindir.mkdir()
     for name, body in (("fetch", secret_script), ("chpasswd", f"cat > {record}")):
@@ -146,18 +223,19 @@ def test_packages_and_first_boot_commands(stack_run):
     cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
     volumes = {v.id for v in run.of_type("aws:ebs/volume:Volume")}
     seen_volumes = set()
-    for user_data in user_data_of(run):
-        doc = yaml.safe_load(user_data)
-        assert {"pacemaker", "pcs", "corosync", "resource-agents", "fence-agents",
-                "python3-boto3", "awscli", "docker.io", "docker-compose"} <= set(doc["packages"])
-        commands = [" ".join(c) for c in doc["runcmd"]]
+    for payload in payloads_of(run):
+        assert {"pacemaker", "pacemaker-cli-utils", "pcs", "corosync", "resource-agents",
+                "fence-agents-aws", "python3-boto3", "awscli", "docker.io",
+                "docker-compose"} <= set(payload.packages)
+        # Debian 13's fence-agents is every agent (fence-agents-all, 600 packages).
+        assert "fence-agents" not in payload.packages
+        commands = [" ".join(c) for c in payload.first_boot]
         assert "systemctl disable --now corosync.service pacemaker.service" in commands
         assert "systemctl enable --now pcsd.service" in commands
-        # The firewall before anything else that starts services; the pinned host key early.
-        assert commands[1:3] == ["systemctl enable --now prep-ha-firewall.service",
-                                 "/usr/local/sbin/prep-ha-ssh-host-key"]
+        # The firewall before anything else that starts services.
+        assert commands[0] == "systemctl enable --now prep-ha-firewall.service"
         assert any(c.startswith("systemctl enable --now prep-ha-pull-image") for c in commands)
-        [mount] = [c for c in doc["runcmd"] if c[0] == "/usr/local/sbin/prep-ha-data-volume"]
+        [mount] = [c for c in payload.first_boot if c[0] == "/usr/local/sbin/prep-ha-data-volume"]
         seen_volumes.add(mount[1])
         assert mount[2] == cfg.chain_sync  # how a volume it formats is filled
         # Never enabled: Pacemaker alone starts the ICON services.
@@ -167,8 +245,8 @@ def test_packages_and_first_boot_commands(stack_run):
 
 def test_peer_and_citizen_units(stack_run):
     _, run = stack_run
-    for user_data in user_data_of(run):
-        files = files_of(user_data)
+    for payload in payloads_of(run):
+        files = files_of(payload)
         for name in ("peer", "ctz"):
             parsed = unit(files[f"/etc/systemd/system/{name}.service"]["content"])
             assert not parsed.has_section("Install")
@@ -202,8 +280,8 @@ def test_compose_files(stack_run):
     stack, run = stack_run
     cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
     nlb_ip = run.outputs["nlbPublicIp"]
-    for user_data in user_data_of(run):
-        files = files_of(user_data)
+    for payload in payloads_of(run):
+        files = files_of(payload)
         peer = yaml.safe_load(files["/etc/prep-ha/peer.yml"]["content"])["services"]["icon2-node"]
         ctz = yaml.safe_load(files["/etc/prep-ha/ctz.yml"]["content"])["services"]["icon2-node"]
         for name, service in (("peer", peer), ("ctz", ctz)):
@@ -237,41 +315,41 @@ def test_compose_files(stack_run):
         assert "secret" not in json.dumps(ctz["volumes"])
 
 
-def network_script(user_data: str, tmp_path: Path) -> dict:
+def network_script(payload: Payload, tmp_path: Path) -> dict:
     """prep-ha-network as the node has it, loaded as a module (its main() not run)."""
     path = tmp_path / "prep-ha-network.py"
-    path.write_text(files_of(user_data)["/usr/local/sbin/prep-ha-network"]["content"])
+    path.write_text(payload.file("/usr/local/sbin/prep-ha-network").content)
     return runpy.run_path(str(path), run_name="prep_ha_network")
 
 
-def networkd_files(netplan_doc: dict, tmp_path: Path) -> dict[str, str]:
-    """What netplan renders for systemd-networkd from the document (the real generator)."""
+def networkd_files(tools, netplan_doc: dict, tmp_path: Path) -> dict[str, str]:
+    """What the nodes' netplan renders for systemd-networkd from the document."""
     root = tmp_path / "root"
     (root / "etc/netplan").mkdir(parents=True)
     (root / "etc/netplan/50-prep-ha.yaml").write_text(yaml.safe_dump(netplan_doc))
-    subprocess.run(["netplan", "generate", "--root-dir", str(root)], check=True,
-                   capture_output=True, text=True)
+    (root / "etc/netplan/50-prep-ha.yaml").chmod(0o600)
+    result = tools.run(["netplan", "generate", "--root-dir", str(root)], paths=[root])
+    assert result.returncode == 0, result.stderr
     out = root / "run/systemd/network"
     return {p.name: p.read_text() for p in out.glob("*.network")}
 
 
-@pytest.mark.skipif(shutil.which("netplan") is None, reason="netplan.io is not installed")
-def test_node_network_owned_by_networkd(stack_run, tmp_path):
+def test_node_network_owned_by_networkd(stack_run, tmp_path, node_tools):
     """The VIPs never become static addresses, networkd keeps IPaddr2's VIP on reconfigure,
     and the management ENI answers out of itself through a rule networkd owns."""
     stack, run = stack_run
     cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
-    for index, user_data in enumerate(user_data_of(run)):
+    for index, payload in enumerate(payloads_of(run)):
         node = cfg.nodes[index]
-        script = network_script(user_data, tmp_path)
+        script = network_script(payload, tmp_path)
         nics = {"service": {"mac": "02:00:00:00:00:05", "primary": node.service_ip},
                 "heartbeat": {"mac": "02:00:00:00:00:06", "primary": node.heartbeat_ip},
                 "management": {"mac": "02:00:00:00:00:07", "primary": node.management_ip}}
-        files = networkd_files(script["netplan"](nics), tmp_path / str(index))
+        files = networkd_files(node_tools, script["netplan"](nics), tmp_path / str(index))
         service = files["10-netplan-service.network"]
-        # netplan's `critical` is networkd's CriticalConnection=, which networkd 252 reads as
-        # KeepConfiguration=yes: foreign static addresses survive (proven in the lab).
-        assert "DHCP=ipv4" in service and "CriticalConnection=true" in service
+        # netplan 1.1's `critical` is networkd's KeepConfiguration=: foreign static addresses
+        # (IPaddr2's VIP) survive a networkd restart or reconfigure (proven in the lab).
+        assert "DHCP=ipv4" in service and "KeepConfiguration=true" in service
         assert "\nAddress=" not in service  # no VIP, no secondary address at all
         assert f"Address={node.heartbeat_ip}/24" in files["10-netplan-heartbeat.network"]
         mgmt = files["10-netplan-management.network"]
@@ -283,7 +361,7 @@ def test_node_network_owned_by_networkd(stack_run, tmp_path):
 
 def test_network_script_refuses_enis_the_stack_did_not_declare(stack_run, tmp_path):
     _, run = stack_run
-    script = network_script(user_data_of(run)[0], tmp_path)
+    script = network_script(payloads_of(run)[0], tmp_path)
     nics = {"service": {"mac": "m0", "primary": "10.9.9.9"},
             "heartbeat": {"mac": "m1", "primary": "10.9.9.10"},
             "management": {"mac": "m2", "primary": "10.9.9.11"}}
@@ -291,21 +369,32 @@ def test_network_script_refuses_enis_the_stack_did_not_declare(stack_run, tmp_pa
         script["netplan"](nics)
 
 
-def test_unattended_upgrades_leave_the_cluster_stack_alone(stack_run):
+# Source packages whose upgrade restarts the cluster or the validator's container.
+HELD_SOURCES = {"corosync", "pacemaker", "kronosnet", "libqb", "pcs", "resource-agents",
+                "fence-agents", "docker.io", "docker-compose", "containerd", "runc"}
+
+
+def test_unattended_upgrades_leave_the_cluster_stack_alone(stack_run, node_tools):
+    """Every binary package the nodes have installed from the cluster stack's and the
+    container runtime's sources is held (Debian 13 names them: libknet1t64, libcfg7, ...)."""
     _, run = stack_run
-    conf = files_of(user_data_of(run)[0])["/etc/apt/apt.conf.d/51prep-ha-unattended-upgrades"]
+    conf = files_of(payloads_of(run)[0])["/etc/apt/apt.conf.d/51prep-ha-unattended-upgrades"]
     import re
     patterns = re.findall(r'"(\^[^"]+)"', conf["content"])
-    for package in ("corosync", "libcorosync-common4", "pacemaker", "pacemaker-cli-utils",
-                    "libknet1", "libqb100", "pcs", "resource-agents", "fence-agents",
-                    "docker.io", "containerd", "runc"):
+    listed = node_tools.run(["dpkg-query", "-W", "-f", "${Package} ${source:Package}\n"])
+    assert listed.returncode == 0, listed.stderr
+    installed = dict(line.split() for line in listed.stdout.splitlines())
+    held = [p for p, source in installed.items() if source in HELD_SOURCES]
+    assert {"corosync", "libcfg7", "libvotequorum8", "libknet1t64", "pacemaker",
+            "libcrmcommon68", "pcs", "fence-agents-aws", "resource-agents"} <= set(held)
+    for package in held:
         assert any(re.match(p, package) for p in patterns), package
-    for package in ("openssl", "libc6", "openssh-server", "python3-boto3"):
+    for package in ("openssl", "libc6", "openssh-server", "python3-boto3", "cloud-init"):
         assert not any(re.match(p, package) for p in patterns), package
 
 
 def test_scripts_parse(tmp_path):
-    files = files_of(render_user_data(sample()))
+    files = files_of(node_payload(sample()))
     for path in ("/usr/local/sbin/prep-ha-data-volume",):
         script = tmp_path / Path(path).name
         script.write_text(files[path]["content"])
@@ -324,7 +413,7 @@ def test_prep_ha_secret_prints_the_value(tmp_path, monkeypatch):
     import boto3
 
     script = tmp_path / "prep-ha-secret"
-    script.write_text(files_of(render_user_data(sample()))["/usr/local/sbin/prep-ha-secret"]
+    script.write_text(files_of(node_payload(sample()))["/usr/local/sbin/prep-ha-secret"]
                       ["content"])
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, "testing")
@@ -348,7 +437,7 @@ def test_unknown_placeholder_is_an_error():
 
 def test_unsafe_values_are_refused():
     with pytest.raises(ValueError, match="node_name"):
-        render_user_data(sample(node_name="x; rm -rf /"))
+        node_payload(sample(node_name="x; rm -rf /"))
 
 
 def test_fence_restart_alert_powers_on_only_a_node_fenced_off(tmp_path):

@@ -1,7 +1,7 @@
 """Builds the lab repo's `docker.io` and `docker-compose` packages, which install the stand-ins.
 
-Epoch 99 makes apt prefer them to Debian 12's docker.io (20.10.24) and docker-compose
-(1.29.2) when the node's cloud-init installs the product's `packages:`. The output is
+Epoch 99 makes apt prefer them to Debian 13's docker.io (26.1.5) and docker-compose
+(2.26.1) when the node's cloud-init installs the product's `packages:`. The output is
 byte-for-byte reproducible: fixed modes, mtimes, owner and SOURCE_DATE_EPOCH.
 """
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from .props import COMMANDS, INSTANCE, LAUNCH_TEMPLATE
+from .props import BUCKET_OBJECT, COMMANDS, INSTANCE, LAUNCH_TEMPLATE
 from .script import command_texts
-from .userdata import boot_commands, user_data
+from .userdata import boot_commands, document_name, user_data
 
 ARGV_SECRETS = (
     (re.compile(r"\bpcs\b.*\b(?:host|cluster)\s+auth\b.*\s(?:-p|--password)(?:[\s=]|$)"),
@@ -45,10 +45,10 @@ def _texts(args: ResourceValidationArgs) -> Iterator[tuple[str, str]]:
     if args.resource_type in COMMANDS:
         for text in command_texts(args.props):
             yield "the command or its stdin", text
-    elif args.resource_type in (INSTANCE, LAUNCH_TEMPLATE):
+    elif args.resource_type in (INSTANCE, LAUNCH_TEMPLATE, BUCKET_OBJECT):
         document = user_data(args.resource_type, args.props)
         if document:
-            yield "user-data", "\n".join(boot_commands(document))
+            yield document_name(args.resource_type), "\n".join(boot_commands(document))
 
 
 def _validate(args: ResourceValidationArgs, report: ReportViolation) -> None:

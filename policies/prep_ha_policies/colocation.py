@@ -18,6 +18,7 @@ from pulumi_policy import (
 from prep_ha.cluster.model import ClusterModel
 
 from .props import (
+    BUCKET_OBJECT,
     COMMANDS,
     INSTANCE,
     LAUNCH_TEMPLATE,
@@ -51,7 +52,7 @@ def _constraint_problem(model: ClusterModel) -> str | None:
     wanted = any(c.resource == ctz and c.with_resource == peer
                  and c.score.upper() in _MINUS_INFINITY for c in model.colocations)
     if not wanted:
-        return f"has no `constraint colocation add {ctz} with {peer} -- -INFINITY`"
+        return f"has no `constraint colocation add {ctz} with {peer} score=-INFINITY`"
     if any(s not in _MINUS_INFINITY for s in scores):
         return f"also colocates {ctz} and {peer} with a score other than -INFINITY"
     return None
@@ -120,7 +121,7 @@ anti_colocation_two_nodes = StackValidationPolicy(
 def _validate_pacemaker_only(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type in COMMANDS:
         texts = list(command_texts(args.props))
-    elif args.resource_type in (INSTANCE, LAUNCH_TEMPLATE):
+    elif args.resource_type in (INSTANCE, LAUNCH_TEMPLATE, BUCKET_OBJECT):
         document = user_data(args.resource_type, args.props)
         texts = [document] if document else []
     else:

@@ -20,6 +20,7 @@ __all__ = ["UnknownValueError", "get", "is_true", "of_type", "strings", "text"]
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
 EBS_VOLUME = "aws:ebs/volume:Volume"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"

@@ -28,6 +28,7 @@ from pulumi_policy import (
 )
 
 from .props import (
+    BUCKET_OBJECT,
     COMMANDS,
     INSTANCE,
     LAUNCH_TEMPLATE,
@@ -38,7 +39,7 @@ from .props import (
     strings,
 )
 from .script import command_texts
-from .userdata import user_data
+from .userdata import UNREADABLE, document_name, user_data
 
 _PEM_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
 # A JSON keystore (ICON/Ethereum v3), as JSON or escaped inside YAML/shell quoting.
@@ -68,10 +69,10 @@ def secret_findings(text: str) -> list[str]:
 
 
 def _plain_texts(args: ResourceValidationArgs) -> Iterator[tuple[str, str]]:
-    if args.resource_type in (INSTANCE, LAUNCH_TEMPLATE):
+    if args.resource_type in (INSTANCE, LAUNCH_TEMPLATE, BUCKET_OBJECT):
         document = user_data(args.resource_type, args.props)
         if document:
-            yield "user-data", document
+            yield document_name(args.resource_type), document
     elif args.resource_type in COMMANDS:
         # A field the program declares secret (additional_secret_outputs) is encrypted in the
         # state and masked in output: the roll Command's stdin, the admin key, is one.
@@ -82,6 +83,11 @@ def _plain_texts(args: ResourceValidationArgs) -> Iterator[tuple[str, str]]:
 
 def _validate_plain_inputs(args: ResourceValidationArgs, report: ReportViolation) -> None:
     for where, text in _plain_texts(args):
+        if text.startswith(UNREADABLE):
+            report(f"{where} cannot be read ({text[len(UNREADABLE):].strip()}), so it cannot "
+                   "be checked for secrets. Fix: publish payloads only through "
+                   "PayloadStore.publish (components/payload.py), which writes the archive "
+                   "prep_ha/payload.py builds.")
         for finding in secret_findings(text):
             report(f"{where} contains {finding}. Fix: store it in Secrets Manager "
                    "(components/secrets.py) and let the node fetch it by id at service start "

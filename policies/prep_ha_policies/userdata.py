@@ -1,4 +1,6 @@
-"""What a node runs at first boot: the user-data text, its commands and the files it writes."""
+"""What a node runs: the user-data text, its commands and the files it writes; and its payload
+(an S3 object, prep_ha/payload.py), read as the same kind of document: its first-boot steps
+as runcmd, its files as write_files."""
 
 from __future__ import annotations
 
@@ -6,12 +8,15 @@ import base64
 import binascii
 import gzip
 import re
+import tarfile
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from .props import INSTANCE, LAUNCH_TEMPLATE, get
+from prep_ha.payload import KEY_PREFIX, read_archive
+
+from .props import BUCKET_OBJECT, INSTANCE, LAUNCH_TEMPLATE, get
 
 # The two services Pacemaker alone may start (systemd:peer and systemd:ctz in the CIB).
 MANAGED_UNITS = ("peer", "ctz")
@@ -22,13 +27,18 @@ _STARTS = re.compile(
     + r"|\bservice\s+" + _UNIT + r"\s+(?:start|restart)\b"
     # A hand-made symlink into a .wants directory enables a unit just the same.
     + r"|\.wants/" + _UNIT)
+# How a payload that is not an archive the installer reads shows (no policy can check it).
+UNREADABLE = "#cloud-config\n# unreadable payload: "
 _MANAGED_UNIT_FILE = re.compile(r"(?:^|/)(?:peer|ctz)\.service(?:\.d/[^/]+)?$")
 _INSTALL_KEY = re.compile(r"(?m)^\s*(?:WantedBy|RequiredBy|UpheldBy|Alias)\s*=")
 _PULLS_IN = re.compile(r"(?m)^\s*(?:Wants|Requires|BindsTo|Upholds)\s*=.*" + _UNIT)
 
 
 def user_data(resource_type: str, props: Mapping[str, Any]) -> str | None:
-    """The user-data document of an instance or launch template, decoded; None if it has none."""
+    """The user-data document of an instance or launch template, decoded, or a payload object
+    as a cloud-config document; None if it has none."""
+    if resource_type == BUCKET_OBJECT:
+        return _payload_document(props)
     if resource_type == INSTANCE:
         plain = get(props, "userData")
         if isinstance(plain, str) and plain:
@@ -39,6 +49,35 @@ def user_data(resource_type: str, props: Mapping[str, Any]) -> str | None:
     else:
         return None
     return _maybe_encoded(encoded, base64_expected=True) if isinstance(encoded, str) else None
+
+
+def document_name(resource_type: str) -> str:
+    """How a finding names the document it comes from."""
+    return "the payload" if resource_type == BUCKET_OBJECT else "user-data"
+
+
+def _payload_document(props: Mapping[str, Any]) -> str | None:
+    key, encoded = get(props, "key"), get(props, "contentBase64")
+    if not (isinstance(key, str) and key.startswith(KEY_PREFIX) and isinstance(encoded, str)):
+        return None
+    try:
+        manifest, contents = read_archive(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError, KeyError, OSError, tarfile.TarError) as e:
+        return f"{UNREADABLE}{type(e).__name__}: {e}\n"
+    doc = {"runcmd": manifest.get("first_boot", []),
+           "write_files": [{"path": p, "content": c.decode(errors="replace")}
+                           for p, c in contents.items()]}
+    # Each file's lines kept as lines (literal blocks, never folded), as scanners read them.
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_LiteralDumper, sort_keys=False,
+                                          width=1_000_000)
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    pass
+
+
+_LiteralDumper.add_representer(str, lambda dumper, data: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None))
 
 
 def _maybe_encoded(value: str, *, base64_expected: bool) -> str:

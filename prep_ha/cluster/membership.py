@@ -49,6 +49,37 @@ print(state(node), state(here), quorate, where.pop() if len(where) == 1 else "-"
 """
 
 
+# Reads pcsd's known-hosts (the token `pcs host auth` just stored); argv: NODE. Asks NODE's
+# pcsd for its versions (/remote/get_sw_versions, as pcs's own GUI does) and compares them
+# with this node's: pcs 0.11 supports only Pacemaker 2.1 and pcs 0.12 only Pacemaker 3, so a
+# pair never mixes Debian releases (a new instance booted from a newer AMI than its partner).
+# Prints the mismatch and exits 3; exits 1 with the error when it cannot compare (pcsd not
+# answering, a version it cannot read); nothing when both run the same stack.
+SAME_STACK = """
+import json, re, ssl, subprocess, sys, urllib.request
+node = sys.argv[1]
+known = json.load(open("/var/lib/pcsd/known-hosts"))["known_hosts"][node]
+dest = known["dest_list"][0]
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # pcsd's own certificate
+request = urllib.request.Request(f"https://{dest['addr']}:{dest['port']}/remote/get_sw_versions",
+                                 headers={"Cookie": f"token={known['token']}"})
+with urllib.request.urlopen(request, timeout=30, context=context) as response:
+    theirs = json.load(response)
+def version(argv):
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    return [int(x) for x in re.search(r"(\\d+)\\.(\\d+)\\.(\\d+)", out).groups()]
+mine = {"pcs": version(["pcs", "--version"]), "pacemaker": version(["pacemakerd", "--version"])}
+def line(v):
+    return ("pcs " + ".".join(map(str, v["pcs"] or [])) + ", Pacemaker "
+            + ".".join(map(str, v["pacemaker"] or [])))
+if (theirs.get("pcs") or [])[:2] != mine["pcs"][:2] \\
+        or (theirs.get("pacemaker") or [])[:1] != mine["pacemaker"][:1]:
+    print(f"{node} runs {line(theirs)}, this node {line(mine)}")
+    sys.exit(3)
+"""
+
+
 def membership_functions(model: ClusterModel) -> str:
     """The bash functions `retire` and `rejoin` (and their helpers) of the bootstrap script."""
     addresses = "\n".join(
@@ -62,6 +93,7 @@ def membership_functions(model: ClusterModel) -> str:
     lock = (f'<cluster_property_set id="{LOCK_SET}"><nvpair id="{LOCK_SET}-node" '
             f'name="{LOCK_NAME}" value="%s"/></cluster_property_set>')
     return f"""NODE_FACTS={shlex.quote(NODE_FACTS)}
+SAME_STACK={shlex.quote(SAME_STACK)}
 
 # knet_addresses NODE: its corosync link addresses, as `pcs cluster setup` gave them.
 knet_addresses() {{
@@ -193,6 +225,13 @@ rejoin() {{
     online|standby) ;;  # a member (a standby the operator set stays as it is)
     *)
       pcsd_auth_node "$node"{arbiter_auth}
+      local mismatch=""
+      mismatch=$(python3 -c "$SAME_STACK" "$node" 2>&1) || case $? in
+        3) refuse "rejoin $node" "a pair never mixes Debian releases: $mismatch; move the \
+pair as the README says (Moving to a new Debian release)" ;;
+        *) refuse "rejoin $node" "could not compare its pcs and Pacemaker versions with \
+this node's ($(printf '%s' "$mismatch" | tail -n 1)): is its pcsd running?" ;;
+      esac
       if grep -Eq "^\\s*name: $node\\s*$" "$COROSYNC_CONF"; then
         if pcs cluster corosync "$node" >/dev/null 2>&1; then
           refuse "rejoin $node" "$node is configured and its cluster stopped: start it \

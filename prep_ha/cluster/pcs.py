@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import shlex
-import subprocess
 import tempfile
 
 from prep_ha.cluster.membership import membership_functions
@@ -31,6 +30,7 @@ from prep_ha.cluster.model import (
     Primitive,
     QuorumDevice,
 )
+from prep_ha.nodetools import node_tools
 
 PCS_F = 'pcs -f "$CIB"'
 SETUP = "pcs cluster setup"
@@ -117,15 +117,19 @@ def cib_commands(model: ClusterModel) -> list[list[str]]:
             # the nodes but not where the tests build the CIB.
             force = ["--force"] if rsc.agent.startswith("systemd:") else []
             cmds.append(["resource", "create", rsc.id, rsc.agent, *_kv(rsc.params),
-                         *_ops(rsc.ops), "--group", group.id, *force])
+                         *_ops(rsc.ops), *force])
+        # Members join their group in a step of its own: pcs 0.12 deprecates `create --group`
+        # (the same <group> in the CIB).
+        cmds.append(["resource", "group", "add", group.id, *(r.id for r in group.members)])
         if group.meta:
             cmds.append(["resource", "meta", group.id, *_kv(group.meta)])
     for loc in model.locations:
         cmds.append(["constraint", "location", loc.resource, "prefers", f"{loc.node}={loc.score}"])
     for col in model.colocations:
-        # `--` keeps pcs from reading a negative score as an option.
+        # score= (pcs 0.12 deprecates a bare score); the id pcs gives the bare form, so that a
+        # cluster configured before keeps its constraint.
         cmds.append(["constraint", "colocation", "add", col.resource, "with", col.with_resource,
-                     "--", col.score])
+                     f"score={col.score}", f"id={colocation_id(col)}"])
     for order in model.orders:
         cmds.append(["constraint", "order", order.first_action, order.first, "then",
                      order.then_action, order.then, f"kind={order.kind}",
@@ -137,6 +141,11 @@ def cib_commands(model: ClusterModel) -> list[list[str]]:
     for alert in model.alerts:
         cmds.append(["alert", "create", f"path={alert.path}", f"id={alert.id}"])
     return cmds
+
+
+def colocation_id(col: Colocation) -> str:
+    """The id pcs gives `colocation add A with B SCORE`: colocation-A-B-SCORE."""
+    return f"colocation-{col.resource}-{col.with_resource}-{col.score}"
 
 
 def setup_command(model: ClusterModel) -> list[str]:
@@ -162,11 +171,21 @@ def quorum_device_command(device: QuorumDevice) -> list[str]:
 
 
 def corosync_conf(model: ClusterModel) -> str:
-    """corosync.conf exactly as `pcs cluster setup` writes it for this model (no nodes needed)."""
+    """corosync.conf exactly as the nodes' `pcs cluster setup` writes it for this model (no
+    nodes needed), and as `pcs quorum device add` then rewrites it."""
+    tools = node_tools()
     with tempfile.TemporaryDirectory(prefix="prep-ha-corosync-") as tmp:
         path = os.path.join(tmp, "corosync.conf")
-        subprocess.run(["pcs", "cluster", "setup", *setup_command(model), "--corosync_conf", path,
-                        "--no-cluster-uuid"], check=True, capture_output=True, text=True)
+        steps = [["pcs", "cluster", "setup", *setup_command(model), "--corosync_conf", path,
+                  "--no-cluster-uuid"]]
+        if model.corosync.qdevice is not None:
+            steps.append(["pcs", f"--corosync_conf={path}", "quorum", "device", "add",
+                          *quorum_device_command(model.corosync.qdevice)])
+        for argv in steps:
+            proc = tools.run(argv, paths=[tmp])
+            if proc.returncode != 0:
+                raise RuntimeError(f"{shlex.join(argv)} failed on {tools.where}: "
+                                   f"{proc.stderr or proc.stdout}")
         with open(path, encoding="utf-8") as f:
             return f.read()
 
@@ -399,6 +418,8 @@ def parse_script(script: str) -> ClusterModel:
     alerts: list[Alert] = []
     nodes: list[ClusterNode] = []
     fences: list[FenceDevice] = []
+    primitives: dict[str, Primitive] = {}
+    grouped: set[str] = set()
     groups: dict[str, list[Primitive]] = {}
     metas: dict[str, list[tuple[str, str]]] = {}
     props: dict[str, str] = {}
@@ -427,20 +448,22 @@ def parse_script(script: str) -> ClusterModel:
                                       tuple(p for p in pairs if p[0] != "pcmk_host_map"),
                                       host_map, ops))
         elif head == ["resource", "create"]:
-            if "--group" not in argv:
-                raise ScriptParseError(f"resource {argv[2]} is outside any group")
-            g = argv.index("--group")
-            params, ops = _split_ops(argv[4:g])
-            groups.setdefault(argv[g + 1], []).append(
-                Primitive(argv[2], argv[3], _pairs(params), ops))
+            params, ops = _split_ops(argv[4:])
+            primitives[argv[2]] = Primitive(argv[2], argv[3], _pairs(params), ops)
+        elif argv[:3] == ["resource", "group", "add"]:
+            for rid in argv[4:]:
+                if rid not in primitives:
+                    raise ScriptParseError(f"group {argv[3]} adds {rid}, which is not created")
+                groups.setdefault(argv[3], []).append(primitives[rid])
+                grouped.add(rid)
         elif head == ["resource", "meta"]:
             metas.setdefault(argv[2], []).extend(_pairs(argv[3:]))
         elif head == ["constraint", "location"] and argv[3] == "prefers":
             node, score = argv[4].split("=", 1)
             locations.append(Location(argv[2], node, score))
         elif head == ["constraint", "colocation"] and argv[2] == "add":
-            score = argv[6] if len(argv) > 6 else "INFINITY"
-            colocations.append(Colocation(argv[3], argv[5], score))
+            opts = dict(_pairs(argv[6:]))
+            colocations.append(Colocation(argv[3], argv[5], opts.get("score", "INFINITY")))
         elif head == ["constraint", "order"]:
             opts = dict(_pairs(argv[7:]))
             orders.append(Order(argv[2], argv[3], argv[5], argv[6], opts.get("kind", "Mandatory"),
@@ -456,6 +479,8 @@ def parse_script(script: str) -> ClusterModel:
             raise ScriptParseError(f"unrecognised pcs command: {line}")
     if corosync is None:
         raise ScriptParseError("the script has no `pcs cluster setup` line")
+    if loose := sorted(set(primitives) - grouped):
+        raise ScriptParseError(f"resource {loose[0]} is outside any group")
     if qdevice is not None:
         corosync = dataclasses.replace(corosync, two_node=False, qdevice=qdevice)
     return ClusterModel(

@@ -3,14 +3,13 @@
 The CIB is built by running the rendered bootstrap script's `build-cib` step (real `pcs -f`),
 checked with `crm_verify`, then each scenario injects events with `crm_simulate` and reads
 back what the scheduler did: the transition in execution order, the dependency graph, and
-where every resource runs afterwards.
+where every resource runs afterwards. Every tool is the nodes' own (prep_ha/nodetools.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -19,8 +18,7 @@ from pathlib import Path
 
 from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP, ClusterModel
 from prep_ha.cluster.pcs import render_script
-
-REQUIRED_TOOLS = ("pcs", "cibadmin", "crm_verify", "crm_simulate", "crm_attribute")
+from prep_ha.nodetools import NodeTools, node_tools
 
 
 class SimulationError(RuntimeError):
@@ -77,15 +75,12 @@ class Transition:
         return {k for k in self.graph if self.depends_on(k, prerequisite)}
 
 
-def missing_tools() -> list[str]:
-    return [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
-
-
-def _run(argv: list[str], *, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+def _run(tools: NodeTools, argv: list[str], workdir: Path,
+         env: dict[str, str] | None = None) -> str:
+    proc = tools.run(argv, env=env, paths=[workdir])
     if proc.returncode != 0:
-        raise SimulationError(f"{' '.join(argv)} failed ({proc.returncode}):\n"
-                              f"{proc.stdout}\n{proc.stderr}")
+        raise SimulationError(f"{' '.join(argv)} failed ({proc.returncode}) on "
+                              f"{tools.where}:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
 
 
@@ -99,13 +94,15 @@ def _placements(status: ET.Element | None) -> dict[str, tuple[str, ...]]:
 class Simulator:
     """A scratch directory holding CIB files derived from one cluster model."""
 
-    def __init__(self, model: ClusterModel, workdir: str | os.PathLike[str] | None = None):
+    def __init__(self, model: ClusterModel, workdir: str | os.PathLike[str] | None = None,
+                 tools: NodeTools | None = None):
         self.model = model
+        self.tools = tools or node_tools()
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="prep-ha-sim-")
             workdir = self._tmp.name
-        self.dir = Path(workdir)
+        self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.node1, self.node2 = (n.name for n in model.nodes)
         self._count = 0
@@ -121,20 +118,23 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> str:
+        """A tool of the nodes on files of this simulator; SimulationError if it fails."""
+        return _run(self.tools, argv, self.dir, env)
+
     def build_cib(self) -> Path:
         """An empty CIB, configured by the bootstrap script's own `build-cib` step."""
         script = self.dir / "bootstrap.sh"
         script.write_text(render_script(self.model, hacluster_secret_id="simulation"))
         cib = self.dir / "configured.xml"
-        cib.write_text(_run(["cibadmin", "--empty"]))
-        env = dict(os.environ)
-        env.update({n.instance_id_env: f"i-sim{n.node_id:013d}" for n in self.model.nodes})
-        _run(["bash", str(script), "build-cib", str(cib)], env=env)
+        cib.write_text(self.run(["cibadmin", "--empty"]))
+        ids = {n.instance_id_env: f"i-sim{n.node_id:013d}" for n in self.model.nodes}
+        self.run(["bash", str(script), "build-cib", str(cib)], env=ids)
         # Check the configuration as pushed, before simulated nodes (with no status) exist.
-        _run(["crm_verify", "--xml-file", str(cib)])
+        self.run(["crm_verify", "--xml-file", str(cib)])
         for n in self.model.nodes:
-            _run(["cibadmin", "--create", "--scope", "nodes", "--xml-text",
-                  f'<node id="{n.node_id}" uname="{n.name}"/>'], env={**env, "CIB_file": str(cib)})
+            self.run(["cibadmin", "--create", "--scope", "nodes", "--xml-text",
+                      f'<node id="{n.node_id}" uname="{n.name}"/>'], env={"CIB_file": str(cib)})
         return cib
 
     def steady(self) -> Transition:
@@ -147,8 +147,8 @@ class Simulator:
     def set_node_attribute(self, cib: Path, node: str, name: str, value: str) -> Path:
         out = self._next(f"attr-{name}")
         shutil.copy(cib, out)
-        _run(["crm_attribute", "--node", node, "--name", name, "--update", value],
-             env={**os.environ, "CIB_file": str(out)})
+        self.run(["crm_attribute", "--node", node, "--name", name, "--update", value],
+                 env={"CIB_file": str(out)})
         return out
 
     def _next(self, label: str) -> Path:
@@ -156,14 +156,23 @@ class Simulator:
         return self.dir / f"{self._count:02d}-{label}.xml"
 
     def simulate(self, cib: Path, *events: str, quorum: bool = True) -> Transition:
-        """`events` on `cib`; quorum=False plays the side of a split without the arbiter's vote."""
-        out, graph = self._next("out"), self._next("graph")
-        xml = _run(["crm_simulate", "--xml-file", str(cib), "--quorum", str(int(quorum)), *events,
-                    "--simulate", "--save-output", str(out), "--save-graph", str(graph),
-                    "--output-as", "xml"])
+        """`events` on `cib`; quorum=False plays the side of a split without the arbiter's vote.
+
+        Two calls: the events are injected and saved first, then the scheduler runs on the
+        result with nothing injected. Pacemaker 2.1.8 and later (Debian 13's 3.0.0 included)
+        drop the transition and the revised status from `--output-as xml` whenever events are
+        injected in the same call, with exit code 0 (lib/pacemaker/pcmk_injections.c pops the
+        document's root; upstream since commit 2c61eb0c73)."""
+        injected, out, graph = self._next("in"), self._next("out"), self._next("graph")
+        self.run(["crm_simulate", "--xml-file", str(cib), "--quorum", str(int(quorum)),
+                  *events, "--save-input", str(injected)])
+        xml = self.run(["crm_simulate", "--xml-file", str(injected), "--simulate",
+                        "--save-output", str(out), "--save-graph", str(graph),
+                        "--output-as", "xml"])
         root = ET.fromstring(xml)
         steps = []
-        for a in root.find("transition") or ():
+        transition = root.find("transition")
+        for a in transition if transition is not None else ():
             if a.tag == "fencing_action":
                 steps.append(Step("fence", a.get("target", ""), fence_action=a.get("op", "")))
             elif a.tag == "rsc_action":
@@ -190,8 +199,10 @@ class Simulator:
 def _graph(path: Path) -> dict[str, set[str]]:
     deps: dict[str, set[str]] = {}
     for synapse in ET.parse(path).getroot().iter("synapse"):
-        keys = [e.get("operation_key", "") for e in synapse.find("action_set") or ()]
-        inputs = {e.get("operation_key", "") for t in synapse.find("inputs") or () for e in t}
+        actions, waits = synapse.find("action_set"), synapse.find("inputs")
+        keys = [e.get("operation_key", "") for e in (actions if actions is not None else ())]
+        inputs = {e.get("operation_key", "") for t in (waits if waits is not None else ())
+                  for e in t}
         for k in keys:
             deps.setdefault(k, set()).update(inputs)
     return deps

@@ -1,6 +1,6 @@
 """A planned switchover: Peer moves to the other node with no fencing, and nothing stays behind.
 
-pcs 0.11's `resource move` bans the current node, waits for the move and removes its constraint
+pcs's `resource move` bans the current node, waits for the move and removes its constraint
 again; stickiness (200, above node 1's preference of 100) then keeps Peer where it went.
 The citizen is stopped before the move and started after it: its stop (container, address,
 an EC2 API call) would otherwise sit inside the peer's interruption, because Pacemaker frees
@@ -26,17 +26,19 @@ def switchover(pair: Pair, *, checked: bool = False) -> str:
     source = pair.peer_node()
     target = pair.shell.other(source)
     pair.echo(f"switchover: moving Peer from {source} to {target}")
-    wait = f"--wait={MOVE_TIMEOUT_S}"
-    pair.shell.run(source, f"sudo pcs resource disable {CTZ_GROUP} {wait}",
+    # pcs 0.12 deprecates --wait on disable/enable (kept on move): `pcs status wait` waits
+    # for the cluster to settle instead.
+    settle = f"sudo pcs status wait {MOVE_TIMEOUT_S}"
+    pair.shell.run(source, f"sudo pcs resource disable {CTZ_GROUP} && {settle}",
                    timeout=MOVE_TIMEOUT_S + 60)
     t0 = time.monotonic()
     try:
-        pair.shell.run(source, f"sudo pcs resource move {PEER_GROUP} {target} {wait}",
-                       timeout=MOVE_TIMEOUT_S + 60)
+        pair.shell.run(source, f"sudo pcs resource move {PEER_GROUP} {target} "
+                               f"--wait={MOVE_TIMEOUT_S}", timeout=MOVE_TIMEOUT_S + 60)
     finally:
         # A move that could not verify its cleanup leaves the constraint: never leave one.
         pair.shell.run(source, f"sudo pcs resource clear {PEER_GROUP}")
-        pair.shell.run(source, f"sudo pcs resource enable {CTZ_GROUP} {wait}",
+        pair.shell.run(source, f"sudo pcs resource enable {CTZ_GROUP} && {settle}",
                        timeout=MOVE_TIMEOUT_S + 60)
     if pair.peer_node() != target:
         raise OpsError(f"switchover: Peer is not on {target} after the move "

@@ -84,8 +84,8 @@ def test_bootstrap_commands_ran_over_ssh_in_order_and_end_healthy(lab):
                                       "pacemaker-health", "pacemaker-node-roll"]
     assert "healthy" in lab.command_runs[-2].stdout
     # The roll Command ran from the client over SSH, found both nodes on the stack's image.
-    assert lab.command_runs[-1].stdout == f"roll: both nodes run {CFG.icon_image}, " \
-        "nothing to roll\n"
+    assert lab.command_runs[-1].stdout == f"roll: both nodes run {CFG.icon_image} and " \
+        "their payloads, nothing to roll\n"
     assert lab.healthy()
     text = lab.pcs_status()
     assert f"Online: [ {NODE1} {NODE2} ]" in text and "stonith:fence_aws" in text

@@ -27,7 +27,7 @@ from prep_ha.config import StackConfig
 METRIC_NAMESPACE = "ICON/PrepHA"
 # One metric per event kind, dimension Cluster=<clusterName>, value 1 per event.
 METRICS = ("Fencing", "NodeRestart", "PeerStart", "PeerStop", "ResourceFailure",
-           "NodeLost")
+           "NodeLost", "FencingUnavailable")
 # NLB health checks run every 10 s (components/loadbalancer.py); a minute without a healthy
 # target is a validator missing blocks, not a takeover in progress (those take ~20-40 s).
 NO_HEALTHY_PEER_PERIOD_S = 60

@@ -1,10 +1,11 @@
 """The nodes' instance role: exactly what fence_aws, awsvip and prep-ha-secret call.
 
-From the agents shipped in Debian 13 (fence-agents 4.16, resource-agents 4.16, which make the
-same calls as 4.12):
-- fence_aws: DescribeInstances (status, list), StopInstances (off, with Force), StartInstances
-  (on); "reboot" is off+on, so no RebootInstances.
-- awsvip: DescribeInstances (monitor), AssignPrivateIpAddresses (start, --allow-reassignment),
+From the agents the nodes run (cloud-init/files/: Debian 13's fence_aws with SkipOsShutdown,
+and ocf:prep-ha:awsvip, whose monitor reads the instance metadata):
+- fence_aws_skip_os_shutdown: DescribeInstances (status, list, monitor), StopInstances (off,
+  with Force and SkipOsShutdown, which IAM does not tell apart), StartInstances (on);
+  "reboot" is off+on, so no RebootInstances.
+- ocf:prep-ha:awsvip: AssignPrivateIpAddresses (start, --allow-reassignment),
   UnassignPrivateIpAddresses (stop).
 - prep-ha-secret: secretsmanager:GetSecretValue on this stack's secrets, and kms:Decrypt of the
   keystore's customer-managed key through Secrets Manager only. That policy is attached by

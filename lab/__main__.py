@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "(or on a fresh one with --stack, torn down after)")
     drill.add_argument("--stack")
     drill.add_argument("--case", action="append", help="heartbeat, service, standby, hang, "
-                       "links; with the arbiter also split, arbiter, arbiter-split; "
+                       "links; platform weather: freeze-active, freeze-standby, api-outage; "
+                       "with the arbiter also split, arbiter, arbiter-split, lone-start; "
                        "operations: switchover, upgrade, roll-refused, restore-refused, "
                        "replace, replace-lost, payload-roll, payload-corrupt")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")

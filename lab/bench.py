@@ -1,15 +1,26 @@
-"""Failover time of the product's settings against the guide's, measured on the lab.
+"""Failover time and stall tolerance of the product's settings against the guide's, on the lab.
 
-Failures, each timed from injection until the peer VIP answers again from a client, with
-where the time goes (from the EC2 API's log and the client's probes):
-  node    - the active node hangs: detection (until fence_aws calls StopInstances), fencing
-            (until awsvip moves the VIP), starts (until the peer answers)
+    sudo python3 -m lab bench --runs 3      # brings the lab up three times, torn down after
+
+Variants, each its own lab:
+  product         the stack as deployed (fence_aws_skip_os_shutdown)
+  product, packaged fence_aws
+                  the same cluster fencing with Debian's fence_aws (no SkipOsShutdown): only
+                  the node takeover, to show what EC2's wait for a hung guest costs
+  guide           the guide's settings (lab.bench.guide_model): no arbiter, token 3 s,
+                  reboot fencing, 1 min service monitors, the packaged fence_aws
+Measured:
+  stall   - the active node frozen whole for a growing share of the token (a platform pause),
+            then thawed: kept if nobody was fenced and the peer did not move
+  node    - the active node hangs: detection (until the fence agent calls StopInstances),
+            fencing (until the VIP moves), starts (until the peer answers); EC2 waits
+            HUNG_WAIT_S for the hung guest's OS shutdown unless the stop skips it (the guide's
+            runs: no wait, as the lab measured it before it modelled the wait)
   service - the peer process dies once: detection and restart, then answering
   split   - the nodes lose each other with the arbiter reachable (product only): the drill's
             own checks, zero failed peer probes
-The guide variant is the same cluster with the guide's settings (lab.bench.guide_model); the
-lab pipes its script to the bootstrap Commands instead of the program's (the one substitution
-of the benchmark).
+The lab pipes each variant's script to the bootstrap Commands instead of the program's (the
+one substitution of the benchmark).
 """
 
 from __future__ import annotations
@@ -21,19 +32,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.cloud import read_events
+from lab.cloud import HUNG_STOP_WAIT_S, read_events
 from lab.cluster import RUN_DIR, Lab, running_lab
 from lab.deploy import Command
 from lab.drill import Drill
 from lab.netns import wait_for
 from lab.node import freeze, kill_matching
 from lab.observe import is_role, roles_on
+from lab.tokens import ring_id
+from lab.weather import set_hung_stop_wait, stall
 from prep_ha.cluster.model import ClusterModel, Group, build_model
 from prep_ha.cluster.pcs import render_script
 from prep_ha.config import StackConfig
 
 # The guide's settings: corosync's default token (3 s, consensus 1.2x), 1 min service monitor.
 GUIDE_TOKEN_MS, GUIDE_MONITOR = 3000, "60s"
+PACKAGED_FENCE_AGENT = "fence_aws"
+HUNG_WAIT_S = HUNG_STOP_WAIT_S
+# Stalls of the active node, as shares of the token, until one breaks the membership.
+STALL_SHARES = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 5 / 6, 11 / 12, 1, 13 / 12)
 
 
 def guide_model(cfg: StackConfig) -> ClusterModel:
@@ -43,6 +60,7 @@ def guide_model(cfg: StackConfig) -> ClusterModel:
                                             corosync_token_ms=GUIDE_TOKEN_MS))
     properties = tuple((k, "reboot" if k == "stonith-action" else v)
                        for k, v in model.properties)
+    model = packaged_fence_agent(model)
 
     def slow(group: Group) -> Group:
         members = tuple(dataclasses.replace(r, ops=tuple(
@@ -53,6 +71,12 @@ def guide_model(cfg: StackConfig) -> ClusterModel:
 
     return dataclasses.replace(model, properties=properties, alerts=(),
                                groups=tuple(slow(g) for g in model.groups))
+
+
+def packaged_fence_agent(model: ClusterModel) -> ClusterModel:
+    """The same cluster fencing with Debian's fence_aws (no SkipOsShutdown)."""
+    return dataclasses.replace(model, fence_devices=tuple(
+        dataclasses.replace(f, agent=PACKAGED_FENCE_AGENT) for f in model.fence_devices))
 
 
 def script_for(cfg: StackConfig, model: ClusterModel | None) -> Callable[[Command], str | None]:
@@ -69,6 +93,38 @@ class Variant:
     bring_up: dict[str, float] = field(default_factory=dict)
     # failure -> one {phase: seconds} per run; "total" is injection to the VIP answering
     runs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    token_ms: int = 0
+    stalls: list[tuple[float, bool]] = field(default_factory=list)  # (seconds, kept)
+    hung_wait_s: float = 0
+
+    @property
+    def tolerated(self) -> float:
+        return max((sec for sec, kept in self.stalls if kept), default=0.0)
+
+
+def _stall_series(d: Drill, token_ms: int, echo: Callable[[str], None],
+                  name: str) -> list[tuple[float, bool]]:
+    """Freeze the active node for a growing share of the token; stop at the first stall after
+    which the membership changed (a fence follows, maybe after the guide's 15 s fence delay),
+    a node was fenced or the peer moved."""
+    settle = token_ms * 2.2 / 1000 + 10
+    out = []
+    for share in STALL_SHARES:
+        d.restore()
+        active, standby = d.active()
+        seconds = round(token_ms * share / 1000, 2)
+        ring = ring_id(standby)
+        t0 = time.time()
+        stall(active, seconds)
+        time.sleep(settle)
+        kept = (ring_id(standby) == ring and not d.stops(t0) and not d._vip_moves(t0)
+                and d.active()[0].name == active.name)
+        out.append((seconds, kept))
+        echo(f"[{name}] active node frozen {seconds:.2f} s: "
+             f"{'kept (nobody fenced, the peer stayed)' if kept else 'BROKEN'}")
+        if not kept:
+            break
+    return out
 
 
 def _node_failure(d: Drill) -> dict[str, float]:
@@ -113,19 +169,24 @@ FAILURES: dict[str, Callable[[Drill], dict[str, float | int]]] = {
 
 
 def measure(cfg: StackConfig, name: str, model: ClusterModel | None, runs: int,
-            run_dir: Path, echo: Callable[[str], None]) -> Variant:
-    v = Variant(name)
+            run_dir: Path, echo: Callable[[str], None], failures: tuple[str, ...],
+            hung_wait_s: float, stalls: bool) -> Variant:
+    v = Variant(name, hung_wait_s=hung_wait_s)
     with running_lab(Lab(cfg, run_dir, script_of=script_for(cfg, model)), echo=echo) as lab:
+        set_hung_stop_wait(lab.run_dir, hung_wait_s)
         v.bring_up = lab.timings
         echo(f"[{name}] cluster up in {v.bring_up['total']:.1f} s "
              f"(image {v.bring_up['image']:.1f}, deploy {v.bring_up['deploy']:.1f}, "
              f"boot to healthy {v.bring_up['boot_to_healthy']:.1f})")
         drill = Drill(lab)
-        for failure, fn in FAILURES.items():
-            if failure == "split" and (model is not None or lab.arbiter is None):
-                continue  # the guide has no arbiter: its splits are fence races
+        v.token_ms = (model or build_model(cfg)).corosync.token_ms
+        if stalls:
+            v.stalls = _stall_series(drill, v.token_ms, echo, name)
+        for failure in failures:
+            if failure == "split" and lab.arbiter is None:
+                continue  # without an arbiter a split is a fence race
             for i in range(runs):
-                took = fn(drill)
+                took = FAILURES[failure](drill)
                 v.runs.setdefault(failure, []).append(took)
                 echo(f"[{name}] {failure} failure run {i + 1}/{runs}: " + ", ".join(
                     f"{k} {t:.1f} s" if isinstance(t, float) else f"{k} {t}"
@@ -144,29 +205,52 @@ def _phases(runs: list[dict[str, float]]) -> str:
                      for k in runs[0] if k != "total")
 
 
-def report(variants: list[Variant]) -> str:
-    product, guide = variants
-    lines = ["", "== failover time: failure injected until the peer VIP answers again"]
-    for failure in ("node", "service"):
-        p = [r["total"] for r in product.runs[failure]]
-        g = [r["total"] for r in guide.runs[failure]]
-        lines.append(f"   {failure:8} product {_summary(p)}")
-        lines.append(f"   {'':8}         medians: {_phases(product.runs[failure])}")
-        lines.append(f"   {'':8} guide   {_summary(g)}")
-        lines.append(f"   {'':8}         medians: {_phases(guide.runs[failure])}")
-        lines.append(f"   {'':8} product/guide = "
-                     f"{statistics.median(p) / statistics.median(g):.2f}")
+def _stalls(v: Variant) -> str:
+    series = ", ".join(f"{sec:g} s {'kept' if kept else 'BROKEN'}" for sec, kept in v.stalls)
+    return (f"   {v.name:8} token {v.token_ms / 1000:g} s: tolerates {v.tolerated:g} s "
+            f"({series})")
+
+
+def _takeover(label: str, runs: list[dict[str, float]]) -> list[str]:
+    return [f"   {label:36} {_summary([r['total'] for r in runs])}",
+            f"   {'':36}   medians: {_phases(runs)}"]
+
+
+def report(product: Variant, packaged: Variant, guide: Variant) -> str:
+    def median(v: Variant, failure: str) -> float:
+        return statistics.median(r["total"] for r in v.runs[failure])
+
+    lines = ["", "== stall tolerance: the longest freeze of the active node with nobody fenced "
+             "and the peer unmoved", _stalls(product), _stalls(guide),
+             "", "== node takeover: the active node hangs, until the peer answers from the "
+             "other node (fence included)",
+             *_takeover(f"product (EC2 waits {product.hung_wait_s:g} s, skipped)",
+                        product.runs["node"]),
+             *_takeover("guide (EC2 stops a hung guest at once)", guide.runs["node"]),
+             f"   product/guide = {median(product, 'node') / median(guide, 'node'):.2f}",
+             "", f"== the same takeover when EC2 waits {product.hung_wait_s:g} s for a hung "
+             "guest's OS shutdown (lab model)",
+             *_takeover("product, SkipOsShutdown", product.runs["node"]),
+             *_takeover("product, the packaged fence_aws", packaged.runs["node"]),
+             "", "== service failure: the peer process dies, until it answers again",
+             *_takeover("product", product.runs["service"]),
+             *_takeover("guide", guide.runs["service"]),
+             f"   product/guide = {median(product, 'service') / median(guide, 'service'):.2f}"]
     if "split" in product.runs:
-        lines.append(f"   split    product: {len(product.runs['split'])} runs, 0 failed peer "
-                     "probes, only the standby fenced (each run checked by the drill)")
-    for v in variants:
+        lines.append(f"\n== split: {len(product.runs['split'])} runs, 0 failed peer probes, "
+                     "only the standby fenced (each run checked by the drill)")
+    for v in (product, packaged, guide):
         lines.append(f"   bring-up ({v.name}): {v.bring_up['total']:.1f} s")
     return "\n".join(lines)
 
 
 def bench(cfg: StackConfig, runs: int, run_dir: Path = RUN_DIR,
           echo: Callable[[str], None] = print) -> list[Variant]:
-    variants = [measure(cfg, "product", None, runs, run_dir, echo),
-                measure(cfg, "guide", guide_model(cfg), runs, run_dir, echo)]
-    echo(report(variants))
-    return variants
+    product = measure(cfg, "product", None, runs, run_dir, echo,
+                      ("node", "service", "split"), HUNG_WAIT_S, stalls=True)
+    packaged = measure(cfg, "packaged", packaged_fence_agent(build_model(cfg)), runs, run_dir,
+                       echo, ("node",), HUNG_WAIT_S, stalls=False)
+    guide = measure(cfg, "guide", guide_model(cfg), runs, run_dir, echo, ("node", "service"),
+                    0, stalls=True)
+    echo(report(product, packaged, guide))
+    return [product, packaged, guide]

@@ -16,6 +16,7 @@ from the controller once the stack is deployed (DHCP leases and Elastic IPs come
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import logging
@@ -34,6 +35,14 @@ ACCOUNT = "123456789012"
 MIRROR_HOST = "deb.debian.org"
 LOGGED_ACTIONS = ("StopInstances", "StartInstances", "RebootInstances",
                   "AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
+# How long EC2 waits for a hung guest's OS shutdown before it forces the stop, unless the
+# request says SkipOsShutdown. AWS publishes no figure; reports range from over 2 to about 5
+# minutes. The lab's default, changed per run by writing seconds to RUN_DIR/HUNG_STOP_WAIT.
+HUNG_STOP_WAIT_S = 120.0
+HUNG_STOP_WAIT = "ec2-hung-stop-wait-s"
+# The request being served (werkzeug serves each in a thread of its own): what moto's model
+# of a stop does not see, the StopInstances parameters it does not know.
+_REQUEST = threading.local()
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ def _logging_app(app, log: EventLog):  # noqa: ANN001, ANN202 - WSGI
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = BytesIO(body)
         form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+        _REQUEST.skip_os_shutdown = form.get("SkipOsShutdown") == "true"
         if form.get("Action") in LOGGED_ACTIONS:
             log.write(action=form["Action"], params={k: v for k, v in form.items()
                                                      if k not in ("Action", "Version")})
@@ -113,11 +123,20 @@ def _logging_app(app, log: EventLog):  # noqa: ANN001, ANN202 - WSGI
     return wrapped
 
 
+def hung_stop_wait(run_dir: Path) -> float:
+    try:
+        return float((run_dir / HUNG_STOP_WAIT).read_text())
+    except (OSError, ValueError):
+        return HUNG_STOP_WAIT_S
+
+
 def _install_power(run_dir: Path, log: EventLog) -> None:
-    """EC2 power is real: stopping an instance kills its node, starting it boots it."""
+    """EC2 power is real: stopping an instance kills its node, starting it boots it. A hung
+    guest (every process frozen, lab.node.freeze) stopped without SkipOsShutdown stays
+    `stopping` for hung_stop_wait() first, as EC2 waits out the OS shutdown it never gets."""
     from moto.ec2.models.instances import Instance
 
-    from lab.node import load_specs, power_off, power_on
+    from lab.node import init_pid, is_stopped, load_specs, power_off, power_on
 
     def node(instance_id: str):  # noqa: ANN202
         path = run_dir / "nodes.json"
@@ -126,12 +145,33 @@ def _install_power(run_dir: Path, log: EventLog) -> None:
 
     orig_stop, orig_start = Instance.stop, Instance.start
 
+    def off(instance, spec) -> None:  # noqa: ANN001
+        orig_stop(instance)
+        power_off(spec)
+        log.write(power="off", instance=instance.id, node=spec.name)
+
     def stop(self):  # noqa: ANN001, ANN202
-        result = orig_stop(self)
-        if (spec := node(self.id)) is not None:
-            power_off(spec)
-            log.write(power="off", instance=self.id, node=spec.name)
-        return result
+        spec = node(self.id)
+        if spec is None:
+            return orig_stop(self)
+        pid = init_pid(spec)
+        hung = pid is not None and is_stopped(pid)
+        wait = 0.0 if getattr(_REQUEST, "skip_os_shutdown", False) or not hung \
+            else hung_stop_wait(run_dir)
+        if wait <= 0:
+            previous = copy.copy(self._state)
+            off(self, spec)
+            return previous
+        previous = copy.copy(self._state)
+        self._state.name, self._state.code = "stopping", 64
+        log.write(stopping=self.id, node=spec.name, os_shutdown_wait=wait)
+
+        def later() -> None:
+            time.sleep(wait)
+            if self._state.name == "stopping":
+                off(self, spec)
+        threading.Thread(target=later, daemon=True).start()
+        return previous
 
     def start(self):  # noqa: ANN001, ANN202
         result = orig_start(self)

@@ -14,42 +14,20 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from lab import operations, payloads, replacement
+from lab import operations, payloads, replacement, weather_drill
+from lab.caseresult import CaseResult, corosync_timeouts
 from lab.client import probe
 from lab.cloud import read_events
 from lab.cluster import Lab
 from lab.leakscan import scan_lab
 from lab.netns import heal, ns_argv, run, set_cable, split, wait_for
-from lab.node import NodeSpec, exec_in, freeze, is_on, kill_matching
+from lab.node import NodeSpec, exec_in, exec_proc, freeze, is_on, kill_matching
 from lab.observe import Prober, Sampler, is_role, roles_on
 from lab.topology import CLOUD_NS, Cables
 
 FAILOVER_TIMEOUT = 300
 RESTORE_TIMEOUT = 600
-
-
-@dataclass
-class CaseResult:
-    name: str
-    active: str
-    checks: list[tuple[str, bool]] = field(default_factory=list)
-    failover_s: float | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(ok for _, ok in self.checks)
-
-    def check(self, what: str, ok: object) -> None:
-        self.checks.append((what, bool(ok)))
-
-    def report(self) -> str:
-        took = f", peer answers again after {self.failover_s:.1f} s" if self.failover_s else ""
-        lines = [f"== {self.name} (Peer was on {self.active}){took}: "
-                 f"{'PASS' if self.passed else 'FAIL'}"]
-        lines += [f"   {'ok ' if ok else 'BAD'} {what}" for what, ok in self.checks]
-        return "\n".join(lines)
 
 
 class Drill:
@@ -79,10 +57,17 @@ class Drill:
         if stopped:
             self.ec2("start", *stopped)
         self.lab.wait_members(RESTORE_TIMEOUT)
-        admin = next(n for n in self.lab.nodes if is_on(n))
-        exec_in(admin, "pcs", "node", "unstandby", "--all")
-        exec_in(admin, "pcs", "resource", "cleanup")
+        # Online in the DC's view can come a moment before a rejoined node's own controller
+        # takes requests ("Connection refused"): try each live node until one does.
+        wait_for(self._clear_standby_and_failures, 60, "pcs unstandby and cleanup to run", 2)
         self.lab.wait_healthy(RESTORE_TIMEOUT)
+
+    def _clear_standby_and_failures(self) -> bool:
+        for admin in (n for n in self.lab.nodes if is_on(n)):
+            if exec_proc(admin, "pcs", "node", "unstandby", "--all").returncode == 0 and \
+                    exec_proc(admin, "pcs", "resource", "cleanup").returncode == 0:
+                return True
+        return False
 
     def ec2(self, action: str, *names: str) -> None:
         """Start or stop instances through the EC2 API (moto), as an operator or AWS would."""
@@ -223,7 +208,7 @@ class Drill:
         self.restore()
         active, _ = self.active()
         r = CaseResult("cut only the heartbeat link of the active node", active.name)
-        corosync = _corosync_timeouts(active)
+        corosync = corosync_timeouts(active)
         observe = sum(corosync) / 1000 + 5
         cable = Cables.of(active).heartbeat
         with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
@@ -271,7 +256,7 @@ class Drill:
         active, _ = self.active()
         arbiter = self.lab.arbiter
         r = CaseResult("the arbiter is lost", active.name)
-        observe = sum(_corosync_timeouts(active)) / 1000 + 10
+        observe = sum(corosync_timeouts(active)) / 1000 + 10
         with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
             t0 = time.time()
             self.ec2("stop", arbiter.name)
@@ -298,7 +283,7 @@ class Drill:
         self.restore()
         active, standby = self.active()
         r = CaseResult("the arbiter is lost, then the nodes split", active.name)
-        observe = sum(_corosync_timeouts(active)) / 1000 + 15
+        observe = sum(corosync_timeouts(active)) / 1000 + 15
         with Sampler(tuple(self.lab.nodes)) as sampler, Prober(self.vip) as prober:
             t0 = time.time()
             self.ec2("stop", self.lab.arbiter.name)
@@ -325,7 +310,8 @@ class Drill:
 
     def cases(self) -> dict[str, Callable[[], CaseResult]]:
         cases = {"heartbeat": self.heartbeat_cut, "service": self.peer_dies,
-                 "standby": self.standby, "hang": self.hang, "links": self.cut_links}
+                 "standby": self.standby, "hang": self.hang, "links": self.cut_links,
+                 **weather_drill.cases(self)}
         if self.lab.arbiter is not None:
             cases.update({"split": self.split_with_arbiter, "arbiter": self.arbiter_lost,
                           "arbiter-split": self.arbiter_lost_then_split})
@@ -408,12 +394,3 @@ class Drill:
                 not scanner.hits)
         for hit in scanner.hits:
             r.check(f"leak: {hit.secret} in {hit.category}: {hit.where}", False)
-
-
-def _corosync_timeouts(spec: NodeSpec) -> tuple[int, int]:
-    """(token, consensus) in ms as the running corosync has them."""
-    out = exec_in(spec, "corosync-cmapctl", "-g", "runtime.config.totem.token")
-    token = int(out.rsplit("=", 1)[1])
-    out = exec_in(spec, "corosync-cmapctl", "-g", "runtime.config.totem.consensus")
-    return token, int(out.rsplit("=", 1)[1])
-

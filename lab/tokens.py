@@ -2,8 +2,8 @@
 
     sudo python3 -m lab bench --tokens        # on a fresh lab, torn down after
 
-For each token (consensus 1.2 x token, as the model sets it) the standby node, never the one
-running the peer, is frozen whole (every process SIGSTOPped, like a hypervisor pause) for a
+For each token (consensus and knet timeouts as the model derives them) the standby node, never
+the one running the peer, is frozen whole (every process SIGSTOPped, like a hypervisor pause) for a
 growing share of the token, then thawed. It survived if corosync kept the membership: the
 ring id seen from the peer's node did not change. The first stall that breaks the membership
 ends that token's series: the partition with the arbiter's vote fences the standby, which is
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from lab.cluster import Lab
 from lab.drill import Drill
 from lab.netns import wait_for
-from lab.node import NodeSpec, exec_in, exec_proc, freeze, thaw
-from prep_ha.cluster.model import consensus_ms
+from lab.node import NodeSpec, exec_in, exec_proc
+from lab.weather import stall
+from prep_ha.cluster.model import consensus_ms, knet
 
-TOKENS_MS = (1000, 2000, 3000)
+TOKENS_MS = (3000, 6000, 12000)
 STALL_SHARES = (0.3, 0.5, 0.7, 0.9, 1.2)  # of the token
 
 
@@ -40,14 +41,14 @@ def set_token(lab: Lab, token_ms: int) -> None:
     Not a reload: knet keeps the link timeouts it derived from the token at start (a 1 s
     token set by `corosync-cfgtool -R` over 2 s survived a 0.8 s stall; restarted with it,
     0.5 s broke it)."""
-    consensus = consensus_ms(token_ms)
+    consensus, ping_timeout = consensus_ms(token_ms), knet(token_ms).ping_timeout_ms
     for spec in lab.nodes:
         exec_in(spec, "sed", "-i", "-E", f"s/^([[:space:]]*token:).*/\\1 {token_ms}/; "
-                f"s/^([[:space:]]*consensus:).*/\\1 {consensus}/", "/etc/corosync/corosync.conf")
+                f"s/^([[:space:]]*consensus:).*/\\1 {consensus}/; "
+                f"s/^([[:space:]]*knet_ping_timeout:).*/\\1 {ping_timeout}/",
+                "/etc/corosync/corosync.conf")
     exec_in(lab.nodes[0], "pcs", "cluster", "stop", "--all", "--request-timeout=300",
             timeout=360)
-    # Both at once: a node started alone has quorum with the arbiter's vote and fences the
-    # other (startup fencing).
     time.sleep(10)
     # Once more if a unit failed to start: in the lab, systemd inside nspawn sometimes fails
     # to set up a fresh unit's cgroup right after its stop (status 219/CGROUP).
@@ -70,13 +71,6 @@ def ring_id(spec: NodeSpec) -> str:
     out = exec_in(spec, "corosync-quorumtool", "-s")
     return next(line.split(":", 1)[1].strip() for line in out.splitlines()
                 if line.startswith("Ring ID"))
-
-
-def stall(spec: NodeSpec, seconds: float) -> None:
-    """Freeze every process of the node for `seconds`, then let it run on."""
-    pids = freeze(spec)
-    time.sleep(seconds)
-    thaw(pids)
 
 
 def sweep(lab: Lab, tokens: tuple[int, ...] = TOKENS_MS,

@@ -75,13 +75,16 @@ MIN_DATA_GIB = 100
 # or VPN egress is a few addresses, a /24 at most; a wider block is a provider's network,
 # shared with strangers who then get to try the validator's SSH.
 MAX_ADMIN_PREFIX = 24
-# Corosync token (ms). Below 1 s a node's ordinary scheduling hiccups already look like a
-# failure. MainNet keeps at least 2 s: EC2 live updates and EBS/host hiccups stall an instance
-# for up to about a second, and with the arbiter a false detection costs a fence of a healthy
-# node (README, "How failover works"). The default is what the lab measured as safe and fast.
-DEFAULT_TOKEN_MS = 2000
-MIN_TOKEN_MS = 1000
-MAINNET_MIN_TOKEN_MS = 2000
+# Corosync token (ms): how long a node may be silent before it is declared lost. Healthy
+# cloud guests pause (host maintenance, live updates, EBS and scheduling stalls): AWS's RHEL
+# HANA guide sets 15 s, Azure 30 s, Google Cloud 20 s. 12 s with the model's knet settings
+# rides out a 10 s freeze of either node and still lets a hung node's takeover finish in
+# about 20 s (README, "Token and consensus", measured by `lab bench`). MainNet may not go
+# lower: there a false detection fences the healthy active validator. Below 3 s (corosync's
+# own default) a stall of 2 s already fences a node.
+DEFAULT_TOKEN_MS = 12000
+MIN_TOKEN_MS = 3000
+MAINNET_MIN_TOKEN_MS = 12000
 MAX_TOKEN_MS = 30000
 DEFAULT_ARBITER_TYPE = "t4g.micro"
 # How a node fills a freshly created data volume: from ICON's chain snapshot (the image's

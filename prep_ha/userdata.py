@@ -44,6 +44,9 @@ FILES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("prep-ha-holds-peer", "/usr/local/sbin/prep-ha-holds-peer", "0755", "use", ()),
     ("prep-ha-fence-restart", "/usr/local/sbin/prep-ha-fence-restart", "0755", "use", ()),
     ("prep-ha-alert", "/usr/local/sbin/prep-ha-alert", "0755", "use", ()),
+    # The cluster's own agents (prep_ha/cluster/model.py): Pacemaker runs them per operation.
+    ("prep-ha-awsvip", "/usr/lib/ocf/resource.d/prep-ha/awsvip", "0755", "use", ()),
+    ("fence_aws_skip_os_shutdown", "/usr/sbin/fence_aws_skip_os_shutdown", "0755", "use", ()),
     ("prep-ha-alert.sudoers", "/etc/sudoers.d/prep-ha-alert", "0440", "use", ()),
     ("ha-cluster-exporter.conf",
      "/etc/systemd/system/ha_cluster_exporter.service.d/prep-ha.conf", "0644", "restart",

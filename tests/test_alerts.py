@@ -186,9 +186,14 @@ class Agent:
         record = (f"#!{sys.executable}\nimport json, sys\n"
                   f"open({str(self.calls)!r}, 'a').write(json.dumps(sys.argv) + '\\n')\n")
         fakes = {
-            # A slow API: the agent must not wait for it.
-            "aws": record + "import time; time.sleep(float(__import__('os').environ.get("
-                            "'AWS_DELAY', '0')))\n",
+            # A slow API: the agent must not wait for it. An unreachable one: the first
+            # AWS_FAILS calls fail (counted in calls.failed).
+            "aws": record + "import os, time; time.sleep(float(os.environ.get('AWS_DELAY', "
+                            "'0')))\n"
+                            f"f = {str(self.calls) + '.failed'!r}\n"
+                            "n = len(open(f).read()) if os.path.exists(f) else 0\n"
+                            "if n < int(os.environ.get('AWS_FAILS', '0')):\n"
+                            "    open(f, 'a').write('x'); sys.exit(255)\n",
             "sudo": record,
             "id": '#!/bin/sh\necho "${FAKE_UID:-0}"\n',
             "logger": "#!/bin/sh\nexit 0\n",
@@ -198,18 +203,19 @@ class Agent:
             (self.bin / name).chmod(0o755)
 
     def __call__(self, *args: str, expect: int, uid: int = 0, aws_delay: float = 0,
-                 **alert: str) -> list[list[str]]:
+                 aws_fails: int = 0, **alert: str) -> list[list[str]]:
         """Run it as Pacemaker would; the calls it made, once `expect` of them arrived."""
         self.calls.unlink(missing_ok=True)
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_UID": str(uid),
-               "AWS_DELAY": str(aws_delay), "CRM_alert_node": "prep-ha-testnet-2",
+               "AWS_DELAY": str(aws_delay), "AWS_FAILS": str(aws_fails),
+               "CRM_alert_node": "prep-ha-testnet-2",
                "CRM_alert_timestamp_epoch": "1767225600",
                **{f"CRM_alert_{k}": v for k, v in alert.items()}}
         started = time.monotonic()
         result = subprocess.run([str(self.script), *args], env=env, timeout=30)
         self.elapsed = time.monotonic() - started
         self.returncode = result.returncode
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             calls = self._calls()
             if len(calls) >= expect and (expect or time.monotonic() - started > 0.5):
@@ -227,10 +233,24 @@ def option(call: list[str], name: str) -> str:
     return call[call.index(name) + 1]
 
 
+def _command(call: list[str]) -> list[str]:
+    """The aws CLI's service and operation: the first two words that are no option."""
+    words, i = [], 0
+    while i < len(call) and len(words) < 2:
+        if call[i].startswith("--"):
+            i += 2
+        else:
+            words.append(call[i])
+            i += 1
+    return words
+
+
 def published(calls: list[list[str]]) -> tuple[str, str, str]:
     """(metric, subject, message) of one event's two aws calls."""
-    [sns] = [c for c in calls if c[2:4] == ["sns", "publish"]]
-    [metric] = [c for c in calls if c[2:4] == ["cloudwatch", "put-metric-data"]]
+    [sns] = [c for c in calls if _command(c) == ["sns", "publish"]]
+    [metric] = [c for c in calls if _command(c) == ["cloudwatch", "put-metric-data"]]
+    for call in (sns, metric):  # bounded: a hung call must not hold the retries up
+        assert option(call, "--cli-connect-timeout") == "5"
     assert option(sns, "--region") == option(metric, "--region") == "eu-central-1"
     assert option(sns, "--topic-arn") == TOPIC_ARN
     assert option(metric, "--namespace") == METRIC_NAMESPACE
@@ -269,6 +289,9 @@ EVENTS = [
                  "start of peer-service", id="peer-start-failed"),
     pytest.param({"kind": "node", "desc": "lost", "nodeid": "2"}, "NodeLost",
                  "node prep-ha-testnet-2 lost", id="node-lost"),
+    pytest.param({**PEER, "rsc": "fence-aws", "task": "monitor", "interval": "60000",
+                  "rc": "1", "desc": "error"}, "FencingUnavailable",
+                 "fence-aws cannot reach the EC2 API from prep-ha-testnet-2", id="api-outage"),
 ]
 
 
@@ -312,6 +335,13 @@ def test_agent_returns_before_the_api_answers(agent):
     assert published(calls)[0] == "NodeLost"
 
 
+def test_agent_delivers_once_the_api_answers_again(agent):
+    """An outage of the AWS APIs (a NAT gateway, an endpoint): the alert arrives late."""
+    calls = agent(expect=4, aws_fails=2, kind="node", desc="lost")
+    assert len(calls) == 4  # two failed calls, then both delivered on the retry (5 s)
+    assert published(calls[2:])[0] == "NodeLost"
+
+
 def test_agent_hands_over_to_root_through_sudo(agent):
     """As hacluster (Pacemaker's alert user), the instance role is out of reach."""
     [call] = agent(expect=1, uid=997, kind="node", desc="lost")
@@ -336,14 +366,14 @@ def test_without_a_topic_only_the_metric(tmp_path):
     agent = Agent(tmp_path, topic="")
     calls = agent(expect=1, kind="node", desc="lost")
     time.sleep(0.3)
-    assert [c[2:4] for c in agent._calls()] == [["cloudwatch", "put-metric-data"]] == \
-        [c[2:4] for c in calls]
+    assert [_command(c) for c in agent._calls()] == [["cloudwatch", "put-metric-data"]] == \
+        [_command(c) for c in calls]
 
 
 def test_agent_knows_every_metric_and_the_namespace():
     text = (Path(__file__).parent.parent / "cloud-init/files/prep-ha-alert").read_text()
     assert f"NAMESPACE={METRIC_NAMESPACE}\n" in text
-    assert f"case $1 in {' | '.join(METRICS)}) ;;" in text
+    assert f"    {' | '.join(METRICS)}) ;;" in text
 
 
 # -- the lab's view ------------------------------------------------------------------------

@@ -11,7 +11,9 @@ import pytest
 
 from prep_ha.cluster.model import (
     ALERT_AGENT,
+    AWSVIP_AGENT,
     CTZ_GROUP,
+    FENCE_AGENT,
     FENCE_RESTART,
     HOLDS_PEER,
     PEER_GROUP,
@@ -52,7 +54,10 @@ def test_model_holds_the_safety_rules(stack):
     cfg, m = stack_model(stack)
     assert m.property("stonith-enabled") == "true"
     (fence,) = m.fence_devices
-    assert fence.agent == "fence_aws"
+    assert fence.agent == FENCE_AGENT
+    # A failed device monitor (an EC2 API outage) is alerted, never a restart or a ban.
+    assert [(o.name, o.on_fail) for o in fence.ops] == [("monitor", "ignore")]
+    assert int(m.property("stonith-max-attempts")) >= 10000
     assert {node for node, _ in fence.host_map} == {n.name for n in m.nodes}
     assert dict(fence.params)["region"] == cfg.region
     assert [(c.resource, c.with_resource, c.score) for c in m.colocations] == [
@@ -74,17 +79,25 @@ def test_model_holds_the_safety_rules(stack):
     assert m.group(PEER_GROUP).members[-1].id == "peer-service"
     assert m.property("no-quorum-policy") == "freeze"
     assert [r.agent for r in m.group(PEER_GROUP).members] == [
-        "ocf:heartbeat:awsvip", "ocf:heartbeat:IPaddr2", "systemd:peer"]
+        AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:peer"]
     assert [r.agent for r in m.group(CTZ_GROUP).members] == [
-        "ocf:heartbeat:awsvip", "ocf:heartbeat:IPaddr2", "systemd:ctz"]
+        AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:ctz"]
     vips = {dict(r.params).get("secondary_private_ip") for g in m.groups for r in g.members}
     assert {cfg.peer_vip, cfg.citizen_vip} <= vips
-    # No sleep after each EC2 call: a takeover releases one VIP and takes another in series.
-    assert [dict(g.members[0].params)["api_delay"] for g in m.groups] == ["0", "0"]
+    assert {dict(g.members[0].params)["region"] for g in m.groups} == {cfg.region}
     peer_monitor = next(o for o in m.group(PEER_GROUP).members[2].ops if o.name == "monitor")
     assert int(peer_monitor.interval.rstrip("s")) <= 2  # the guide's 1 min is too slow
     assert m.corosync.token_ms == cfg.corosync_token_ms
-    assert m.corosync.consensus_ms >= 1.2 * m.corosync.token_ms
+    # Two nodes: consensus between join (50 ms) and the token (corosync.conf(5)).
+    assert 50 < m.corosync.consensus_ms < m.corosync.token_ms
+    # Both links carry every packet, so a cut link costs nothing and a paused node's links
+    # are not declared dead before its token is.
+    assert m.corosync.knet is not None and m.corosync.knet.link_mode == "active"
+    assert m.corosync.knet.ping_timeout_ms == m.corosync.token_ms
+    assert m.corosync.knet.pong_count == 1 and m.corosync.token_retransmits == 10
+    # The arbiter's explicit vote would leave corosync expecting 2 votes: a lone node and the
+    # arbiter would be quorate and fence the partner at a cold start.
+    assert m.corosync.expected_votes == 3
 
 
 def test_without_the_arbiter_the_node_holding_peer_wins_the_fence_race():
@@ -101,14 +114,17 @@ def test_script_never_disables_stonith_and_never_forces_setup():
     script = script_for("mainnet")
     commands = "\n".join(ln for ln in script.splitlines() if not ln.lstrip().startswith("#"))
     assert "stonith-enabled=false" not in commands
-    # --force only where pcs looks for a systemd unit on the wrong machine (the resources),
-    # and to take a node that is down (and checked to be) out of the cluster (retire/rejoin).
+    # --force only where pcs looks for an agent on the wrong machine (systemd units and the
+    # node's own agents exist on the nodes only), and to take a node that is down (and
+    # checked to be) out of the cluster (retire/rejoin).
     forced = [ln.strip() for ln in commands.splitlines() if "--force" in ln]
-    assert {ln for ln in forced if "resource create" not in ln} == {
+    created = ("resource create", "stonith create")
+    assert {ln for ln in forced if not any(c in ln for c in created)} == {
         'pcs cluster node remove "$node" --skip-offline --force ;;',
         'pcs cluster node remove "$node" --skip-offline --force'}
-    assert all(ln.endswith("--force") and "systemd:" in ln
-               for ln in forced if "resource create" in ln)
+    assert all(ln.endswith("--force") and any(a in ln for a in ("systemd:", AWSVIP_AGENT,
+                                                                 FENCE_AGENT))
+               for ln in forced if any(c in ln for c in created))
     assert "cluster destroy" not in commands
     # STONITH is configured in the same build as the resources, before the single push.
     build = script.split("build_cib() {")[1].split("\n}")[0]
@@ -130,7 +146,11 @@ def test_corosync_conf_from_pcs_has_two_links_and_the_stack_token(node_tools):
     conf = corosync_conf(model)
     token = cfg.corosync_token_ms
     assert "transport: knet" in conf and f"token: {token}" in conf
-    assert f"consensus: {token * 12 // 10}" in conf
+    assert f"consensus: {model.corosync.consensus_ms}" in conf
+    assert conf.count("knet_pong_count: 1") == 2 and "link_mode: active" in conf
+    assert conf.count(f"knet_ping_timeout: {token}") == 2
+    assert "token_retransmits_before_loss_const: 10" in conf
+    assert "expected_votes: 3" in conf.split("quorum {")[1]
     # As `pcs cluster setup` then `pcs quorum device add` write it: the arbiter replaces
     # two_node; wait_for_all stays.
     assert "two_node" not in conf and "wait_for_all: 1" in conf
@@ -191,8 +211,12 @@ def fake_pcs(tmp_path):
     log = tmp_path / "pcs.log"
     for tool, body in {
         # `host auth` reads the password from stdin, as the real pcs does without -p.
+        # `cluster setup` writes the quorum section as pcs does (the rest is left out).
         "pcs": f'echo "$*" >> {log}\n[ "$1" = status ] && exit "${{PCS_STATUS_RC:-1}}"\n'
-               '[ "$1 $2" = "host auth" ] && cat >/dev/null\nexit 0',
+               '[ "$1 $2" = "host auth" ] && cat >/dev/null\n'
+               '[ "$1 $2" = "cluster setup" ] && printf "quorum {\\n    provider: '
+               'corosync_votequorum\\n    wait_for_all: 1\\n}\\n" > "$COROSYNC_CONF"\n'
+               'exit 0',
         "prep-ha-secret": "echo not-a-real-password",
     }.items():
         path = bindir / tool
@@ -215,7 +239,7 @@ def fake_pcs(tmp_path):
 
 
 def test_setup_on_fresh_nodes_authenticates_and_sets_up_without_force(fake_pcs):
-    _, run = fake_pcs
+    tmp, run = fake_pcs
     proc, calls = run("setup")
     assert proc.returncode == 0, proc.stderr
     assert calls[0] == "status"
@@ -224,19 +248,26 @@ def test_setup_on_fresh_nodes_authenticates_and_sets_up_without_force(fake_pcs):
     assert "--force" not in " ".join(calls)
     assert calls[3:5] == ["cluster start --all --wait=300", "cluster enable --all"]
     assert calls[5] == "host auth 10.41.4.10 -u hacluster"  # the password on stdin
-    assert calls[6] == ("quorum device add timeout=3000 model net host=10.41.4.10 "
+    assert calls[6] == ("quorum device add timeout=12000 model net host=10.41.4.10 "
                         "algorithm=ffsplit heuristics mode=sync "
                         "exec_peer=/usr/local/sbin/prep-ha-holds-peer")
+    # Then the expected votes, which pcs cannot set: written, sent to both nodes, reloaded.
+    assert calls[7:] == ["cluster sync corosync", "cluster reload corosync"]
+    conf = (tmp / "corosync.conf").read_text()
+    assert "    provider: corosync_votequorum\n    expected_votes: 3\n" in conf
 
 
 def test_setup_again_leaves_an_existing_cluster_alone(fake_pcs):
     tmp, run = fake_pcs
     (tmp / "corosync.conf").write_text("totem {\n    cluster_name: prep-ha-testnet\n}\n"
-                                       "quorum {\n    device {\n        model: net\n")
+                                       "quorum {\n    expected_votes: 3\n"
+                                       "    device {\n        model: net\n")
     proc, calls = run("setup", env={"PCS_STATUS_RC": "0"})
     assert proc.returncode == 0, proc.stderr
     assert "already set up" in proc.stdout and "quorum device already" in proc.stdout
-    assert not any(c.startswith(("cluster setup", "host auth")) for c in calls)
+    assert "expected_votes 3 already set" in proc.stdout
+    assert not any(c.startswith(("cluster setup", "host auth", "cluster sync",
+                                 "cluster reload")) for c in calls)
 
 
 def test_setup_refuses_to_touch_a_foreign_running_cluster(fake_pcs):
@@ -262,4 +293,4 @@ def test_setup_adds_the_arbiter_to_a_cluster_set_up_without_one(fake_pcs):
     proc, calls = run("setup", env={"PCS_STATUS_RC": "0"})
     assert proc.returncode == 0, proc.stderr
     assert not any(c.startswith("cluster setup") for c in calls)
-    assert calls[-1].startswith("quorum device add timeout=3000 model net host=10.41.4.10")
+    assert calls[-3].startswith("quorum device add timeout=12000 model net host=10.41.4.10")

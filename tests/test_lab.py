@@ -331,7 +331,8 @@ def test_the_arbiter_installs_the_payload_its_tag_names(lab):
 @pytest.mark.parametrize("case", ["replace", "replace-lost", "payload-corrupt", "heartbeat",
                                   "service", "standby", "hang", "links", "split", "arbiter",
                                   "arbiter-split", "switchover", "upgrade", "payload-roll",
-                                  "roll-refused", "restore-refused"])
+                                  "roll-refused", "restore-refused", "freeze-active",
+                                  "freeze-standby", "lone-start", "api-outage"])
 def test_drill(lab, case):
     drill = Drill(lab)
     result = drill.run_case(case)

@@ -125,6 +125,7 @@ def pcs_recorder(tmp_path, node_tools):
     stub(bindir, "pcs", f'''if [ "$*" = "{' '.join(show[2:])}" ]; then
   exec cat {tmp_path / "config.json"}; fi
 [ "$1" = status ] && exit 1
+[ "$1 $2" = "cluster setup" ] && cp {conf} "$COROSYNC_CONF"
 if [ "$1 $2" = "host auth" ]; then echo "pcs $* <<$(cat)" >> {log}
 else echo "pcs $*" >> {log}; fi''')
     return bindir, log
@@ -170,6 +171,7 @@ def test_bootstrap_setup_sends_the_password_on_stdin_and_stops_when_it_cannot(tm
     assert not any(PASSWORD in ln.split("<<")[0] for ln in auths)  # never an argument
 
     log.unlink()
+    (tmp_path / "corosync.conf").unlink()  # fresh nodes again
     stub(bindir, "fetch", "exit 1")  # Secrets Manager unreachable
     proc = _run(bindir, script, "setup")
     assert proc.returncode == 1

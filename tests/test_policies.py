@@ -399,8 +399,16 @@ MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
         _replace_stdin("prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_2}",
                        "prep-ha-STACK-2:${PREP_HA_INSTANCE_ID_1}"),
         "stonith-host-map-distinct", "to one instance"),
-    "token-too-short": (_replace_stdin("token=2000 consensus=2400", "token=500 consensus=600"),
+    "token-too-short": (_replace_stdin("token=12000 consensus=2000", "token=500 consensus=100"),
                         "quorum-token-bounds", "corosync token 500 ms"),
+    "consensus-as-long-as-token": (
+        _replace_stdin("token=12000 consensus=2000", "token=12000 consensus=14400"),
+        "quorum-token-bounds", "corosync consensus 14400 ms is outside join"),
+    "knet-passive-slow-to-drop-a-link": (
+        _replace_stdin("link_mode=active", "link_mode=passive"), "quorum-token-bounds",
+        "knet ping_timeout 12000 ms is over half the token (12000 ms) with passive links"),
+    "lone-node-quorate-with-arbiter": (_replace_stdin("  set_expected_votes 3", "  : skipped"),
+                                       "quorum-split-rule", "expected_votes unset"),
     "keystore-through-pulumi": (_keystore_through_pulumi, "secrets-keystore-out-of-state",
                                 "Pulumi would keep the validator key in its state"),
     "keystore-aws-managed-key": (_aws_managed_key, "secrets-keystore-guarded",
@@ -721,14 +729,14 @@ def test_pack_entry_point_registers_every_policy(monkeypatch: pytest.MonkeyPatch
 def test_mainnet_token_floor_is_higher_than_testnets() -> None:
     for stack, expected in (("mainnet", {"quorum-token-bounds"}), ("testnet", set())):
         resources = program(stack)
-        _replace_stdin("token=2000 consensus=2400", "token=1500 consensus=1800")(resources, stack)
+        _replace_stdin("token=12000 consensus=2000", "token=8000 consensus=1333")(resources,
+                                                                                  stack)
         assert failing(judge(stack, resources)) == expected
 
 
-def test_a_token_that_is_no_multiple_of_five_passes_its_own_bounds() -> None:
-    # consensus = 1.2 x token must round up: 1001 ms -> 1202, not 1201 (< 1201.2).
-    resources = run_program("testnet", {"corosyncTokenMs": 1001})
-    assert "token=1001 consensus=1202" in cib_push(resources).inputs["stdin"]
+def test_the_shortest_testnet_token_passes_its_own_bounds() -> None:
+    resources = run_program("testnet", {"corosyncTokenMs": 3001})
+    assert "token=3001 consensus=1000" in cib_push(resources).inputs["stdin"]
     assert failing(judge("testnet", resources)) == set()
 
 

@@ -41,6 +41,11 @@ def _split_problem(model: ClusterModel) -> str | None:
         if not qdevice.heuristics:
             return ("the quorum device has no heuristics, so in a 50:50 split the arbiter's "
                     "vote may go to the partition without Peer")
+        if model.corosync.expected_votes != len(model.nodes) + 1:
+            return (f"expected_votes {model.corosync.expected_votes or 'unset'} with a quorum "
+                    "device: pcs gives the device an explicit vote, and corosync then expects "
+                    "the nodes' votes only (2), so a node started alone is quorate with the "
+                    "arbiter and fences the partner it has not seen (set_expected_votes 3)")
         return None
     delay = model.property("priority-fencing-delay")
     priority = dict(model.group(PEER_GROUP).meta).get("priority") if any(
@@ -104,9 +109,26 @@ def _validate_token(args: StackValidationArgs, report: ReportViolation) -> None:
                    "leaves the validator without a leader. Fix: set "
                    "icon-prep-ha:corosyncTokenMs inside the bound (README: token and "
                    "consensus).", boot.resource.urn)
-        if c.consensus_ms * 10 < c.token_ms * 12:  # integers: 1001 ms needs 1202, not 1201.2
-            report(f"corosync consensus {c.consensus_ms} ms is below 1.2 x token "
-                   f"({c.token_ms} ms), corosync's own rule. {_FIX}", boot.resource.urn)
+        if problem := _consensus_problem(c.token_ms, c.consensus_ms, len(boot.model.nodes)):
+            report(f"corosync consensus {c.consensus_ms} ms {problem}. {_FIX}",
+                   boot.resource.urn)
+        if c.knet is not None and c.knet.link_mode == "passive" \
+                and c.knet.ping_timeout_ms * 2 > c.token_ms:
+            report(f"knet ping_timeout {c.knet.ping_timeout_ms} ms is over half the token "
+                   f"({c.token_ms} ms) with passive links: a cut heartbeat link is declared "
+                   f"dead too late for the token to move to the other link, and the node is "
+                   f"lost. {_FIX}", boot.resource.urn)
+
+
+def _consensus_problem(token_ms: int, consensus_ms: int, nodes: int) -> str | None:
+    """corosync.conf(5): at least 1.2 x token for three nodes or more; for two, anything
+    between join (50 ms) and the token."""
+    if nodes > 2 and consensus_ms * 10 < token_ms * 12:  # integers: 1001 ms needs 1202
+        return f"is below 1.2 x token ({token_ms} ms) with {nodes} nodes, corosync's rule"
+    if nodes <= 2 and not 50 < consensus_ms < token_ms:
+        return (f"is outside join (50 ms)..token ({token_ms} ms), the range corosync.conf(5) "
+                "calls safe for two nodes; above it only delays every takeover")
+    return None
 
 
 quorum_split_rule = StackValidationPolicy(
@@ -125,7 +147,8 @@ stonith_host_map_distinct = StackValidationPolicy(
 quorum_token_bounds = StackValidationPolicy(
     name="quorum-token-bounds",
     description=f"corosync token within {MIN_TOKEN_MS}..{MAX_TOKEN_MS} ms "
-                f"({MAINNET_MIN_TOKEN_MS} ms on MainNet), consensus at least 1.2 x token.",
+                f"({MAINNET_MIN_TOKEN_MS} ms on MainNet), consensus inside corosync's safe "
+                "range, passive knet links declaring a dead link within half a token.",
     validate=_validate_token,
     config_schema=PolicyConfigSchema(properties={"iconNetwork": {"type": "string"}}),
 )

@@ -14,6 +14,10 @@ from prep_ha.config import StackConfig
 PEER_GROUP = "Peer"
 # Installed by the node user-data (cloud-init/files/).
 HOLDS_PEER = "/usr/local/sbin/prep-ha-holds-peer"
+# The node's own agents (cloud-init/files/): the packaged awsvip and fence_aws, made to ride out
+# an EC2 API outage and a hung guest (see their headers).
+AWSVIP_AGENT = "ocf:prep-ha:awsvip"
+FENCE_AGENT = "fence_aws_skip_os_shutdown"
 FENCE_RESTART = "/usr/local/sbin/prep-ha-fence-restart"
 ALERT_AGENT = "/usr/local/sbin/prep-ha-alert"
 CTZ_GROUP = "Ctz"
@@ -47,16 +51,34 @@ class QuorumDevice:
 
 
 @dataclass(frozen=True)
+class Knet:
+    """How knet uses and watches the two links (corosync.conf link_mode, interface{}
+    knet_ping_*, the same for both links)."""
+
+    link_mode: str  # active: every packet on both links
+    # A link is declared dead after ping_timeout without a pong; one pong brings it back.
+    ping_interval_ms: int
+    ping_timeout_ms: int
+    pong_count: int
+
+
+@dataclass(frozen=True)
 class Corosync:
     cluster_name: str
     transport: str
     # From the stack (corosyncTokenMs): a lost node is noticed after token + consensus.
     token_ms: int
-    # Corosync's own rule: consensus = 1.2 x token.
     consensus_ms: int
     # Without an arbiter: implies wait_for_all, a lone node after a cold start waits.
     two_node: bool
     qdevice: QuorumDevice | None = None
+    knet: Knet | None = None
+    # totem token_retransmits_before_loss_const: how often, within one token, a lost token
+    # is sent again.
+    token_retransmits: int | None = None
+    # quorum { expected_votes }: set with a quorum device, whose explicit vote stops corosync
+    # from counting it in the expected votes (votequorum.c), see build_model.
+    expected_votes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,7 @@ class Op:
     name: str
     interval: str
     timeout: str
+    on_fail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,20 +166,16 @@ class ClusterModel:
         return dict(self.properties).get(name)
 
 
-def _vip_members(prefix: str, vip: str, prefix_len: int, unit: str,
+def _vip_members(prefix: str, vip: str, prefix_len: int, region: str, unit: str,
                  unit_monitor: Op) -> tuple[Primitive, ...]:
     return (
-        # awsvip moves the secondary IP to this instance's primary ENI through the EC2 API.
-        # A 20 s monitor keeps DescribeNetworkInterfaces calls well under EC2's API rate limits;
-        # the IPaddr2 monitor below notices a lost address in the OS sooner.
-        # api_delay 0: the agent sleeps api_delay (default 3 s) after every assign and
-        # unassign, and a takeover runs one of each in series (the citizen's VIP released,
-        # then the peer's taken: Pacemaker orders the anti-colocated groups so), 6 s of a
-        # node failover spent waiting. `--allow-reassignment` makes the assignment
-        # independent of the release, and a failover makes four API calls, far below EC2's
-        # request rate limits.
-        Primitive(f"{prefix}-awsvip", "ocf:heartbeat:awsvip",
-                  (("secondary_private_ip", vip), ("api_delay", "0")),
+        # The VIP is a secondary IP of this instance's primary ENI, moved through the EC2 API
+        # (AssignPrivateIpAddresses --allow-reassignment). The monitor reads the instance
+        # metadata, not the API: an API outage must not look like a lost address (the
+        # packaged awsvip would restart the peer, then fail its start for want of the API).
+        # A 20 s monitor is plenty for an address that moves only when Pacemaker moves it.
+        Primitive(f"{prefix}-awsvip", AWSVIP_AGENT,
+                  (("secondary_private_ip", vip), ("region", region)),
                   (Op("start", "0s", "60s"), Op("stop", "0s", "60s"),
                    Op("monitor", "20s", "40s"))),
         # IPaddr2 brings the address up in the OS and sends gratuitous ARP. No `nic`: the
@@ -172,9 +191,26 @@ def _vip_members(prefix: str, vip: str, prefix_len: int, unit: str,
     )
 
 
-def consensus_ms(token_ms: int) -> int:
-    """1.2 x token rounded up: corosync's rule is a lower bound."""
-    return -(-token_ms * 12 // 10)
+def consensus_ms(token_ms: int, nodes: int = 2) -> int:
+    """Corosync's default is 1.2 x token, which it requires of three nodes or more. For two
+    nodes corosync.conf(5) calls anything between join (50 ms) and the token safe, and every
+    millisecond of it is detection time on a real failure: a sixth of the token (2 s at 12 s)."""
+    return -(-token_ms * 12 // 10) if nodes > 2 else max(1000, token_ms // 6)
+
+
+def knet(token_ms: int) -> Knet:
+    """Both links carry every packet; a link is declared dead only after a whole token.
+
+    With corosync's defaults (passive links, ping_timeout token / 2, two pongs to come back) a
+    node paused for half a token found its links declared dead, and they came back too late
+    for the token: a pause of half the token broke the membership. In active mode a cut link
+    costs nothing (the other carries the same packets), so the dead-link timeout no longer
+    has to beat the token: at a whole token, a paused node's links are never declared dead
+    while the token can still be saved, and what the survivor sent meanwhile waits in the
+    paused node's socket buffer, read the moment it runs again.
+    """
+    return Knet(link_mode="active", ping_interval_ms=500, ping_timeout_ms=token_ms,
+                pong_count=1)
 
 
 def build_model(cfg: StackConfig) -> ClusterModel:
@@ -187,24 +223,29 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     node1 = nodes[0].name
     fence = FenceDevice(
         id=FENCE_DEVICE,
-        agent="fence_aws",
+        # The packaged fence_aws with SkipOsShutdown: EC2 powers a hung guest off at once
+        # instead of waiting out its graceful-shutdown timeout (minutes).
+        agent=FENCE_AGENT,
         params=(
             ("region", cfg.region),
-            # `off` (stonith-action below) returns once EC2 reports the instance stopped:
-            # a forced stop takes seconds to about a minute, a stop-then-start reboot minutes.
+            # `off` (stonith-action below) returns once EC2 reports the instance stopped.
+            # Under Pacemaker only pcmk_off_timeout bounds it (power_timeout is not applied).
             ("power_timeout", "240"),
             ("pcmk_off_timeout", "300"),
         ),
         host_map=tuple((n.name, n.instance_id_env) for n in nodes),
         # Each monitor is a DescribeInstances call: once a minute is enough to notice lost
-        # API access (expired role, changed policy) long before a failover needs it.
-        ops=(Op("monitor", "60s", "60s"),),
+        # API access (an outage, an expired role, a changed policy) long before a failover
+        # needs it. on-fail=ignore: a failed monitor is alerted (prep-ha-alert), not acted on;
+        # restarting or banning the device during an API outage would leave the cluster
+        # without fencing once the API is back.
+        ops=(Op("monitor", "60s", "60s", on_fail="ignore"),),
     )
     peer = Group(
         PEER_GROUP,
         # A validator misses blocks within seconds: a 2 s monitor (a D-Bus query of the unit)
         # instead of the guide's 1 min.
-        _vip_members("peer", cfg.peer_vip, cfg.service_prefix_len, "peer",
+        _vip_members("peer", cfg.peer_vip, cfg.service_prefix_len, cfg.region, "peer",
                      Op("monitor", "2s", "30s")),
         # priority feeds priority-fencing-delay: the node holding Peer wins a fence race.
         meta=(("priority", "10"),),
@@ -212,10 +253,12 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     ctz = Group(
         CTZ_GROUP,
         # The citizen only keeps the chain synced; a slower monitor is fine.
-        _vip_members("ctz", cfg.citizen_vip, cfg.service_prefix_len, "ctz",
+        _vip_members("ctz", cfg.citizen_vip, cfg.service_prefix_len, cfg.region, "ctz",
                      Op("monitor", "30s", "30s")),
     )
     if cfg.quorum_arbiter:
+        # The qdevice timeout is the token: qnetd drops a frozen node's client no sooner than
+        # corosync would drop the node, and no later than a lost node's takeover needs.
         qdevice = QuorumDevice(host=cfg.arbiter_ip, algorithm="ffsplit",
                                timeout_ms=max(3000, cfg.corosync_token_ms),
                                heuristics=(("peer", HOLDS_PEER),))
@@ -229,8 +272,18 @@ def build_model(cfg: StackConfig) -> ClusterModel:
     return ClusterModel(
         corosync=Corosync(cluster_name=cfg.cluster_name, transport="knet",
                           token_ms=cfg.corosync_token_ms,
-                          consensus_ms=consensus_ms(cfg.corosync_token_ms),
-                          two_node=qdevice is None, qdevice=qdevice),
+                          consensus_ms=consensus_ms(cfg.corosync_token_ms, len(nodes)),
+                          two_node=qdevice is None, qdevice=qdevice,
+                          knet=knet(cfg.corosync_token_ms),
+                          # A lost token is sent again every token / 10.2 (1.2 s at 12 s)
+                          # instead of token / 4.2: SUSE's, Azure's and Google's setting.
+                          token_retransmits=10,
+                          # pcs writes the device's `votes: 1`, and with an explicit device
+                          # vote corosync takes expected_votes from the nodes alone (2): a
+                          # node started alone reached it with the arbiter's vote, ended
+                          # wait_for_all and fenced the partner it had never seen. With 3, a
+                          # cold start waits for both nodes (or `pcs quorum unblock`).
+                          expected_votes=len(nodes) + 1 if qdevice else None),
         nodes=nodes,
         fence_devices=(fence,),
         groups=(peer, ctz),
@@ -253,6 +306,10 @@ def build_model(cfg: StackConfig) -> ClusterModel:
             # the peer stays on its node and never starts on the other. Each node has its own
             # chain volume, so nothing is shared that freezing could corrupt.
             ("no-quorum-policy", "freeze"),
+            # A fence that fails (the EC2 API unreachable) is tried again for as long as it
+            # takes: the default (10) gives up after a few minutes of an API outage and leaves
+            # a failed node's peer down until someone intervenes.
+            ("stonith-max-attempts", "100000"),
         ),
         resource_defaults=(
             # Greater than the Peer location score (100): a recovered node 1 stays backup.

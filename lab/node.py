@@ -387,6 +387,19 @@ def exec_proc(spec: NodeSpec, *argv: str, timeout: float = 120, input: str | Non
     return run_proc(node_argv(spec, *argv, env=env), timeout=timeout, input=input)
 
 
+def cluster_start(spec: NodeSpec, *args: str) -> None:
+    """`pcs cluster start ARGS` on the node, right after a `pcs cluster stop`: 10 s later,
+    and up to three times. In the lab, systemd inside nspawn sometimes fails to start a unit
+    right after its stop (status 219/CGROUP, or "Failed to spawn executor")."""
+    for _ in range(3):
+        time.sleep(10)
+        proc = exec_proc(spec, "pcs", "cluster", "start", *args, timeout=360)
+        if proc.returncode == 0:
+            return
+    raise LabError(f"pcs cluster start {' '.join(args)} on {spec.name} failed 3 times:\n"
+                   f"{proc.stdout}{proc.stderr}")
+
+
 def netns_pids(ns: str) -> list[int]:
     """Every process whose network namespace is `ns`: the whole 'machine'."""
     try:

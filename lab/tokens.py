@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lab.cluster import Lab
 from lab.drill import Drill
 from lab.netns import wait_for
-from lab.node import NodeSpec, exec_in, exec_proc
+from lab.node import NodeSpec, cluster_start, exec_in
 from lab.weather import stall
 from prep_ha.cluster.model import consensus_ms, knet
 
@@ -49,17 +49,7 @@ def set_token(lab: Lab, token_ms: int) -> None:
                 "/etc/corosync/corosync.conf")
     exec_in(lab.nodes[0], "pcs", "cluster", "stop", "--all", "--request-timeout=300",
             timeout=360)
-    time.sleep(10)
-    # Once more if a unit failed to start: in the lab, systemd inside nspawn sometimes fails
-    # to set up a fresh unit's cgroup right after its stop (status 219/CGROUP).
-    for attempt in (1, 2):
-        proc = exec_proc(lab.nodes[0], "pcs", "cluster", "start", "--all", "--wait=300",
-                         timeout=360)
-        if proc.returncode == 0:
-            break
-        if attempt == 2:
-            raise RuntimeError(f"pcs cluster start --all failed:\n{proc.stdout}{proc.stderr}")
-        time.sleep(10)
+    cluster_start(lab.nodes[0], "--all", "--wait=300")
     lab.wait_healthy(600)
     for spec in lab.nodes:
         runtime = exec_in(spec, "corosync-cmapctl", "-g", "runtime.config.totem.token")

@@ -17,6 +17,7 @@ from components.iam import NodeIam, NodeIamArgs
 from components.loadbalancer import PeerLoadBalancer, PeerLoadBalancerArgs
 from components.network import Network, NetworkArgs
 from components.node import NodePair, NodePairArgs
+from components.overlay import PeerOverlayRoutes, PeerOverlayRoutesArgs
 from components.payload import PayloadStore, PayloadStoreArgs
 from components.secrets import AdminSshKey, AdminSshKeyArgs, NodeSecrets, NodeSecretsArgs
 from prep_ha.config import KNOWN_KEYS, NAMESPACE, SECRET_KEYS, ConfigError, StackConfig, load_config
@@ -47,7 +48,10 @@ def read_config() -> StackConfig:
     for key in KNOWN_KEYS:
         if key in SECRET_KEYS:
             continue
-        value = config.get_object(key) if key == "adminCidrs" else config.get(key)
+        value = config.get(key)
+        # A YAML list (adminCidrs, availabilityZones, multi-AZ subnets) arrives as JSON.
+        if value is not None and value.startswith("["):
+            value = config.get_object(key)
         if value is not None:
             raw[key] = value
     for key in _namespace_keys() - set(KNOWN_KEYS):
@@ -73,7 +77,7 @@ def main() -> None:
 
     network = Network("network", NetworkArgs(config=cfg))
     nlb = PeerLoadBalancer("peer-lb", PeerLoadBalancerArgs(
-        config=cfg, vpc_id=network.vpc_id, public_subnet_id=network.public_subnet_id,
+        config=cfg, vpc_id=network.vpc_id, public_subnet_ids=network.public_subnet_ids,
         internet_ready=network.internet_ready))
     # Before the role: the nodes may publish to this topic (and its key) only.
     alerts = ClusterAlerts("alerts", ClusterAlertsArgs(
@@ -81,7 +85,8 @@ def main() -> None:
         peer_target_group_arn_suffix=nlb.peer_target_group_arn_suffix))
     payloads = PayloadStore("payload", PayloadStoreArgs(config=cfg, vpc_id=network.vpc_id))
     iam = NodeIam("node-iam", NodeIamArgs(
-        cluster_name=cfg.cluster_name, region=cfg.region, alert_topic_arn=alerts.topic_arn,
+        cluster_name=cfg.cluster_name, region=cfg.region, multi_az=cfg.multi_az,
+        alert_topic_arn=alerts.topic_arn,
         alert_key_arn=alerts.key_arn, payload_bucket_arn=payloads.bucket_arn))
     secrets = NodeSecrets("secrets", NodeSecretsArgs(
         config=cfg, reader_role_arn=iam.role_arn, reader_role_name=iam.role_name,
@@ -89,15 +94,15 @@ def main() -> None:
     ssh_key = AdminSshKey("admin-ssh", AdminSshKeyArgs(cluster_name=cfg.cluster_name))
     nodes = NodePair("nodes", NodePairArgs(
         config=cfg,
-        service_subnet_id=network.service_subnet_id,
-        heartbeat_subnet_id=network.heartbeat_subnet_id,
-        management_subnet_id=network.management_subnet_id,
+        service_subnet_ids=network.service_subnet_ids,
+        heartbeat_subnet_ids=network.heartbeat_subnet_ids,
+        management_subnet_ids=network.management_subnet_ids,
         service_security_group_id=network.service_security_group_id,
         heartbeat_security_group_id=network.heartbeat_security_group_id,
         management_security_group_id=network.management_security_group_id,
         instance_profile_name=iam.instance_profile_name,
         key_name=ssh_key.key_name,
-        p2p_public_ip=nlb.public_ip,
+        p2p_endpoint=nlb.p2p_endpoint,
         keystore_secret_arn=secrets.keystore_secret_arn,
         keystore_password_secret_arn=secrets.keystore_password_secret_arn,
         hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
@@ -107,18 +112,24 @@ def main() -> None:
         payload_store=payloads,
     ))
     arbiter = QuorumArbiter("arbiter", QuorumArbiterArgs(
-        config=cfg, vpc_id=network.vpc_id, nat_gateway_id=network.nat_gateway_id,
+        config=cfg, vpc_id=network.vpc_id, nat_gateway_id=network.nat_gateway_ids[0],
         s3_endpoint_id=network.s3_endpoint.id, payload_store=payloads,
         hacluster_password_secret_arn=secrets.hacluster_password_secret_arn,
         boot_after=[network, secrets])) if cfg.quorum_arbiter else None
     payloads.admit([iam.role_arn, *([arbiter.role_arn] if arbiter else [])],
                    network.s3_endpoint)
+    # Multi-AZ: the peer's overlay routes, to node 1 first; aws-vpc-move-ip's start only
+    # replaces them, so they exist before the cluster starts the peer.
+    overlay = PeerOverlayRoutes("peer-overlay", PeerOverlayRoutesArgs(
+        config=cfg, route_table_ids=network.overlay_route_table_ids,
+        network_interface_id=nodes.service_eni_ids[0])) if cfg.multi_az else None
     cluster = PacemakerCluster("pacemaker", PacemakerClusterArgs(
         config=cfg, instance_ids=nodes.instance_ids, ssh_hosts=nodes.ssh_hosts,
         ssh_user=SSH_USER, ssh_private_key=ssh_key.private_key_openssh,
         ssh_host_keys=secrets.ssh_host_public_keys,
-        ready=[*nodes.ready, *([arbiter] if arbiter else [])],
-        payload_digests=nodes.payload_digests))
+        ready=[*nodes.ready, *([arbiter] if arbiter else []), *([overlay] if overlay else [])],
+        payload_digests=nodes.payload_digests,
+        route_table_ids=overlay.route_table_ids if overlay else ()))
 
     key_file, known_hosts = ssh_files(cfg.cluster_name)
 
@@ -130,7 +141,13 @@ def main() -> None:
     pulumi.export("peerVip", cfg.peer_vip)
     pulumi.export("citizenVip", cfg.citizen_vip)
     pulumi.export("nlbDnsName", nlb.dns_name)
-    pulumi.export("nlbPublicIp", nlb.public_ip)
+    if cfg.multi_az:
+        pulumi.export("nlbPublicIps", nlb.public_ips)
+    else:
+        pulumi.export("nlbPublicIp", nlb.public_ips[0])
+    # Register this as the P-Rep's p2pEndpoint (multi-AZ: the NLB's name, see
+    # components/loadbalancer.py).
+    pulumi.export("p2pEndpoint", nlb.p2p_endpoint)
     pulumi.export("alertTopicArn", alerts.topic_arn)
     pulumi.export("instanceIds", dict(zip(cfg.node_names, nodes.instance_ids, strict=True)))
     pulumi.export("managementIps", dict(zip(cfg.node_names, nodes.ssh_hosts, strict=True)))

@@ -5,6 +5,9 @@ qdevice heuristic passes (the one holding the peer VIP) gets the vote, the other
 and neither fences nor starts anything. It lives in its own subnet and security group: only
 the two nodes reach qnetd (5403) and its pcsd (2224, how `pcs quorum device add` gets the
 nodes' TLS certificates signed). Nobody logs in to it; its role can read one secret only.
+
+Single-AZ it shares the nodes' zone; multi-AZ it has a third zone of its own
+(cfg.arbiter_zone), so its vote survives the loss of either node's zone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ ROOT_VOLUME_GIB = 10
 class QuorumArbiterArgs:
     config: StackConfig
     vpc_id: pulumi.Input[str]
+    # Its default route (Debian packages on first boot). Multi-AZ: node 1's zone's NAT
+    # gateway, across zones: qnetd itself needs no internet, so the vote does not depend
+    # on that zone, only a first boot does.
     nat_gateway_id: pulumi.Input[str]
     # The VPC's S3 gateway endpoint (its payload), which this subnet's routes must include.
     s3_endpoint_id: pulumi.Input[str]
@@ -58,7 +64,7 @@ class QuorumArbiter(pulumi.ComponentResource):
 
         subnet = aws.ec2.Subnet(
             f"{name}-subnet", vpc_id=args.vpc_id, cidr_block=cfg.arbiter_subnet_cidr,
-            availability_zone=cfg.availability_zone, map_public_ip_on_launch=False,
+            availability_zone=cfg.arbiter_zone, map_public_ip_on_launch=False,
             tags=tags("subnet"), opts=child)
         table = aws.ec2.RouteTable(
             f"{name}-rt", vpc_id=args.vpc_id,

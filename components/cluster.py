@@ -91,11 +91,15 @@ class PacemakerClusterArgs:
     ssh_host_keys: Sequence[pulumi.Input[str]]
     ready: Sequence[pulumi.Resource]  # instances, ENI attachments, EIPs, volume attachments
     payload_digests: Sequence[pulumi.Input[str]]  # node 1, node 2 (components/node.py)
+    # Multi-AZ: the route tables of the peer's overlay IP (components/overlay.py), which the
+    # CIB's aws-vpc-move-ip resource names; single-AZ: none.
+    route_table_ids: Sequence[pulumi.Input[str]] = ()
 
 
-def push_command(env_names: Sequence[str], instance_ids: Sequence[str]) -> str:
-    """The command line of the CIB push: instance ids as environment, the script on stdin."""
-    env = " ".join(f"{n}={shlex.quote(i)}" for n, i in zip(env_names, instance_ids, strict=True))
+def push_command(env_names: Sequence[str], values: Sequence[str]) -> str:
+    """The command line of the CIB push: what AWS named (ClusterModel.environment: instance
+    ids, multi-AZ route tables) as environment, the script on stdin."""
+    env = " ".join(f"{n}={shlex.quote(v)}" for n, v in zip(env_names, values, strict=True))
     return f"sudo env {env} bash -s push"
 
 
@@ -148,9 +152,9 @@ class PacemakerCluster(pulumi.ComponentResource):
                                             delete_before_replace=True, deleted_with=setup))
             for index, node in enumerate(cfg.node_names)
         ]
-        env_names = [n.instance_id_env for n in model.nodes]
-        push = pulumi.Output.all(*args.instance_ids).apply(
-            lambda ids: push_command(env_names, ids))
+        tables = pulumi.Output.all(*args.route_table_ids).apply(",".join)
+        push = pulumi.Output.all(*args.instance_ids, tables).apply(
+            lambda v: push_command(model.environment, v if args.route_table_ids else v[:-1]))
         self.cib_push = remote.Command(
             f"{name}-cib-push", connection=connections[0], create=push, update=push,
             stdin=script, triggers=[model_digest(model)],

@@ -1,12 +1,16 @@
-"""The nodes' instance role: exactly what fence_aws, awsvip and prep-ha-secret call.
+"""The nodes' instance role: exactly what fence_aws, the VIP agent and prep-ha-secret call.
 
 From the agents the nodes run (cloud-init/files/: Debian 13's fence_aws with SkipOsShutdown,
-and ocf:prep-ha:awsvip, whose monitor reads the instance metadata):
+and, single-AZ, ocf:prep-ha:awsvip, whose monitor reads the instance metadata; multi-AZ,
+ocf:heartbeat:aws-vpc-move-ip):
 - fence_aws_skip_os_shutdown: DescribeInstances (status, list, monitor), StopInstances (off,
   with Force and SkipOsShutdown, which IAM does not tell apart), StartInstances (on);
   "reboot" is off+on, so no RebootInstances.
-- ocf:prep-ha:awsvip: AssignPrivateIpAddresses (start, --allow-reassignment),
+- single-AZ, ocf:prep-ha:awsvip: AssignPrivateIpAddresses (start, --allow-reassignment),
   UnassignPrivateIpAddresses (stop).
+- multi-AZ, ocf:heartbeat:aws-vpc-move-ip: DescribeRouteTables (monitor), ReplaceRoute (start:
+  the overlay IP's routes to its own service ENI) on the cluster's route tables only; it
+  moves no private IP, so the role may not either.
 - prep-ha-secret: secretsmanager:GetSecretValue on this stack's secrets, and kms:Decrypt of the
   keystore's customer-managed key through Secrets Manager only. That policy is attached by
   components/secrets.py, which owns the secrets and who may read them.
@@ -31,10 +35,25 @@ from components.payload import read_payloads_policy
 from components.tags import CLUSTER_TAG, cluster_tags
 
 
-def fencing_and_vip_policy(cluster_name: str, region: str, partition: str) -> dict[str, Any]:
-    """Policy document for fence_aws and awsvip; mutations only on this cluster's resources."""
+def fencing_and_vip_policy(cluster_name: str, region: str, partition: str, *,
+                           multi_az: bool = False) -> dict[str, Any]:
+    """Policy document for fence_aws and the VIP agent (awsvip single-AZ, aws-vpc-move-ip
+    multi-AZ); mutations only on this cluster's resources."""
     owned = {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster_name}}
     arn = f"arn:{partition}:ec2:{region}:*"
+    move_vip: dict[str, Any] = {
+        "Sid": "MoveClusterOverlayIp",
+        "Effect": "Allow",
+        "Action": ["ec2:ReplaceRoute"],
+        "Resource": f"{arn}:route-table/*",
+        "Condition": owned,
+    } if multi_az else {
+        "Sid": "MoveClusterVips",
+        "Effect": "Allow",
+        "Action": ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
+        "Resource": f"{arn}:network-interface/*",
+        "Condition": owned,
+    }
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -42,7 +61,8 @@ def fencing_and_vip_policy(cluster_name: str, region: str, partition: str) -> di
                 # Describe* calls support no resource-level scoping.
                 "Sid": "Describe",
                 "Effect": "Allow",
-                "Action": ["ec2:DescribeInstances"],
+                "Action": ["ec2:DescribeInstances",
+                           *(["ec2:DescribeRouteTables"] if multi_az else [])],
                 "Resource": "*",
             },
             {
@@ -52,13 +72,7 @@ def fencing_and_vip_policy(cluster_name: str, region: str, partition: str) -> di
                 "Resource": f"{arn}:instance/*",
                 "Condition": owned,
             },
-            {
-                "Sid": "MoveClusterVips",
-                "Effect": "Allow",
-                "Action": ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"],
-                "Resource": f"{arn}:network-interface/*",
-                "Condition": owned,
-            },
+            move_vip,
         ],
     }
 
@@ -131,6 +145,8 @@ def alerts_policy(topic_arn: str, key_arn: str, region: str) -> dict[str, Any]:
 class NodeIamArgs:
     cluster_name: str
     region: str
+    # Which VIP agent the role serves: aws-vpc-move-ip (routes) or awsvip (private IPs).
+    multi_az: bool
     # components/alerts.py ClusterAlerts.topic_arn and .key_arn.
     alert_topic_arn: pulumi.Input[str]
     alert_key_arn: pulumi.Input[str]
@@ -151,7 +167,8 @@ class NodeIam(pulumi.ComponentResource):
 
         role = aws.iam.Role(
             f"{name}-role",
-            description=f"{args.cluster_name} nodes: fence_aws, awsvip, stack secrets",
+            description=f"{args.cluster_name} nodes: fence_aws, "
+                        f"{'aws-vpc-move-ip' if args.multi_az else 'awsvip'}, stack secrets",
             assume_role_policy=json.dumps(EC2_ASSUME_ROLE_POLICY),
             tags=tags, opts=child)
         partition = aws.get_partition_output(
@@ -159,7 +176,8 @@ class NodeIam(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-fencing-and-vip", role=role.id,
             policy=partition.apply(lambda p: json.dumps(
-                fencing_and_vip_policy(args.cluster_name, args.region, p))),
+                fencing_and_vip_policy(args.cluster_name, args.region, p,
+                                       multi_az=args.multi_az))),
             opts=child)
         aws.iam.RolePolicy(
             f"{name}-alerts", role=role.id,

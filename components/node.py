@@ -1,5 +1,8 @@
 """The two cluster nodes: instances, their three ENIs, data volumes and management addresses.
 
+Node n lives in its zone (cfg.nodes[n].zone): single-AZ both in the one zone, multi-AZ each
+in its own (components/network.py).
+
 The release is prep_ha/release.py's (Debian 13): the offline tests (pcs -f, crm_verify,
 crm_simulate, cloud-init schema) and the lab run that release's own packages
 (prep_ha/nodetools.py), so what the tests prove is what production runs.
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.network import node_zone_index
 from components.payload import PayloadStore
 from components.tags import NODE_TAG, ROLE_TAG, cluster_tags
 from prep_ha.config import StackConfig
@@ -76,16 +80,17 @@ def debian_ami(pinned: str | None, instance_type: str,
 @dataclass(frozen=True)
 class NodePairArgs:
     config: StackConfig
-    service_subnet_id: pulumi.Input[str]
-    heartbeat_subnet_id: pulumi.Input[str]
-    management_subnet_id: pulumi.Input[str]
+    # Per node zone, in cfg.zones order (components/network.py Network.*_subnet_ids).
+    service_subnet_ids: Sequence[pulumi.Input[str]]
+    heartbeat_subnet_ids: Sequence[pulumi.Input[str]]
+    management_subnet_ids: Sequence[pulumi.Input[str]]
     service_security_group_id: pulumi.Input[str]
     heartbeat_security_group_id: pulumi.Input[str]
     management_security_group_id: pulumi.Input[str]
     instance_profile_name: pulumi.Input[str]
     key_name: pulumi.Input[str]
-    # The NLB's Elastic IP: the P2P address the peer advertises.
-    p2p_public_ip: pulumi.Input[str]
+    # What the peer advertises, host:port (components/loadbalancer.py p2p_endpoint).
+    p2p_endpoint: pulumi.Input[str]
     keystore_secret_arn: pulumi.Input[str]
     keystore_password_secret_arn: pulumi.Input[str]
     hacluster_password_secret_arn: pulumi.Input[str]
@@ -118,7 +123,7 @@ class NodePair(pulumi.ComponentResource):
 
         ami_id = debian_ami(cfg.ami_id, cfg.instance_type, self)
 
-        # Spread: the two nodes never share a rack (power, network) inside the one AZ.
+        # Spread: the two nodes never share a rack (power, network), even inside one AZ.
         placement = aws.ec2.PlacementGroup(
             f"{name}-spread", name=f"{cfg.cluster_name}-spread", strategy="spread",
             spread_level="rack",
@@ -145,9 +150,10 @@ class NodePair(pulumi.ComponentResource):
         args, cfg = self._args, self._args.config
         node_name = cfg.node_names[index]
         addresses = cfg.nodes[index]
-        # Node 1 starts as the active node holding the peer VIP, node 2 as the backup with
-        # the citizen VIP; Pacemaker moves them afterwards.
-        role, vip = ("active", cfg.peer_vip) if index == 0 else ("backup", cfg.citizen_vip)
+        zone = node_zone_index(cfg, index)
+        # Node 1 starts as the active node holding the peer VIP, node 2 as the backup;
+        # Pacemaker moves them afterwards.
+        role = "active" if index == 0 else "backup"
         prefix = f"{self._name}-{index + 1}"
 
         def tags(what: str) -> dict[str, str]:
@@ -156,43 +162,52 @@ class NodePair(pulumi.ComponentResource):
 
         def eni(role: str, subnet_id: pulumi.Input[str], ips: list[str],
                 security_group_id: pulumi.Input[str], purpose: str,
-                ignore_changes: list[str] | None = None) -> aws.ec2.NetworkInterface:
+                ignore_changes: list[str] | None = None,
+                source_dest_check: bool | None = None) -> aws.ec2.NetworkInterface:
             return aws.ec2.NetworkInterface(
                 f"{prefix}-{role}-eni", subnet_id=subnet_id, private_ip_list_enabled=True,
                 private_ip_lists=ips, security_groups=[security_group_id],
+                source_dest_check=source_dest_check,
                 description=f"{node_name} {role}: {purpose}", tags=tags(role),
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore_changes))
 
-        # Device index 0: awsvip moves the VIP to the ENI of the instance's primary MAC.
-        # Pacemaker (awsvip) moves the VIPs between the two service ENIs at failover. Pulumi
-        # must not move them back on the next `up`: it only sets the VIP at creation and
-        # then ignores the ENI's address list.
-        service_eni = eni("service", args.service_subnet_id, [addresses.service_ip, vip],
-                          args.service_security_group_id, "VIPs, ICON, corosync link 1",
-                          ignore_changes=["privateIpLists", "privateIps", "privateIpsCount"])
-        heartbeat_eni = eni("heartbeat", args.heartbeat_subnet_id, [addresses.heartbeat_ip],
-                            args.heartbeat_security_group_id, "corosync link 0")
-        management_eni = eni("management", args.management_subnet_id,
+        # Device index 0: the VIP agents act on the ENI of the instance's primary MAC.
+        # Single-AZ, Pacemaker (awsvip) moves the VIPs, secondary IPs, between the two service
+        # ENIs at failover; Pulumi must not move them back on the next `up`: it only sets the
+        # VIP at creation and then ignores the ENI's address list. Multi-AZ, the ENI keeps
+        # only the node's own address; the overlay IP reaches it by route
+        # (components/overlay.py), which needs the source/destination check off.
+        vips = [] if cfg.multi_az else [(cfg.peer_vip, cfg.citizen_vip)[index]]
+        service_eni = eni("service", args.service_subnet_ids[zone],
+                          [addresses.service_ip, *vips], args.service_security_group_id,
+                          "VIPs, ICON, corosync link 1",
+                          ignore_changes=["privateIpLists", "privateIps", "privateIpsCount"],
+                          source_dest_check=False if cfg.multi_az else None)
+        heartbeat_eni = eni("heartbeat", args.heartbeat_subnet_ids[zone],
+                            [addresses.heartbeat_ip], args.heartbeat_security_group_id,
+                            "corosync link 0")
+        management_eni = eni("management", args.management_subnet_ids[zone],
                              [addresses.management_ip], args.management_security_group_id,
                              "SSH, pcsd")
 
         data_volume = aws.ebs.Volume(
-            f"{prefix}-data", availability_zone=cfg.availability_zone,
+            f"{prefix}-data", availability_zone=addresses.zone.name,
             size=cfg.data_volume_gib, type="gp3", encrypted=True, tags=tags("data"),
             # The chain data outlives instance replacements; on MainNet Pulumi refuses to
             # delete it at all.
             opts=pulumi.ResourceOptions(parent=self, protect=cfg.termination_protection))
 
         payload = pulumi.Output.all(
-            data_volume.id, args.p2p_public_ip, args.keystore_secret_arn,
+            data_volume.id, args.p2p_endpoint, args.keystore_secret_arn,
             args.keystore_password_secret_arn, args.hacluster_password_secret_arn,
             args.alert_topic_arn,
         ).apply(lambda v: node_payload(NodeSettings(
             node_name=node_name, region=cfg.region, icon_network=cfg.icon_network,
             icon_image=cfg.icon_image, data_volume_id=v[0],
-            heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=cfg.heartbeat_subnet_cidr,
-            management_ip=addresses.management_ip, management_cidr=cfg.management_subnet_cidr,
-            peer_vip=cfg.peer_vip, citizen_vip=cfg.citizen_vip, p2p_advertise=f"{v[1]}:7100",
+            heartbeat_ip=addresses.heartbeat_ip, heartbeat_cidr=addresses.zone.heartbeat_cidr,
+            management_ip=addresses.management_ip,
+            management_cidr=addresses.zone.management_cidr, peer_vip=cfg.peer_vip,
+            citizen_vip=cfg.citizen_vip, p2p_advertise=v[1], service_ip=addresses.service_ip,
             keystore_secret_id=v[2], keystore_password_secret_id=v[3],
             hacluster_secret_id=v[4], chain_sync=cfg.chain_sync, alert_topic_arn=v[5])))
         digest = args.payload_store.publish(node_name, payload)

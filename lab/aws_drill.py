@@ -1,9 +1,10 @@
 """The failover drill against a deployed stack, through the AWS API (boto3).
 
-Finds the pair by its `prep-ha:cluster` tag, finds the active node (the one whose service ENI
-holds the peer VIP: awsvip moves it there), fails it (EC2 stop or reboot, or `pcs node standby`
-over SSH), then polls until the VIP sits on the other instance and the NLB's peer targets are
-healthy again. On MainNet it only prints what it would do unless told `--execute`.
+Finds the pair by its `prep-ha:cluster` tag, finds the active node (single-AZ: the one whose
+service ENI holds the peer VIP, awsvip moves it there; multi-AZ: the one whose service ENI the
+overlay IP's routes in the stack's route tables name), fails it (EC2 stop or reboot, or
+`pcs node standby` over SSH), then polls until the VIP sits on the other instance and the NLB's
+peer targets are healthy again. On MainNet it only prints what it would do unless told `--execute`.
 
     python -m lab aws-drill --stack testnet --action stop
 """
@@ -29,6 +30,7 @@ class Instance:
     state: str
     private_ips: tuple[str, ...]
     management_ip: str | None  # where an operator's SSH reaches the node
+    service_eni: str | None = None  # device 0, where a multi-AZ overlay route points
 
 
 def find_pair(ec2, cluster_name: str) -> list[Instance]:  # noqa: ANN001
@@ -46,13 +48,35 @@ def find_pair(ec2, cluster_name: str) -> list[Instance]:  # noqa: ANN001
                 mgmt = next((n.get("Association", {}).get("PublicIp") or n["PrivateIpAddress"]
                              for n in enis if n.get("Attachment", {}).get("DeviceIndex") == 2),
                             None)
+                service = next((n["NetworkInterfaceId"] for n in enis
+                                if n.get("Attachment", {}).get("DeviceIndex") == 0), None)
                 out.append(Instance(i["InstanceId"], tags.get("Name", i["InstanceId"]),
-                                    i["State"]["Name"], ips, mgmt))
+                                    i["State"]["Name"], ips, mgmt, service))
     return sorted(out, key=lambda i: i.name)
 
 
 def holder_of(pair: list[Instance], vip: str) -> Instance | None:
     return next((i for i in pair if vip in i.private_ips), None)
+
+
+def route_holder(ec2, cluster_name: str, pair: list[Instance],  # noqa: ANN001
+                 vip: str) -> Instance | None:
+    """Multi-AZ: the node every one of the stack's overlay routes names; None while the
+    routes disagree (aws-vpc-move-ip replaces them one table at a time)."""
+    tables = ec2.describe_route_tables(Filters=[
+        {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_name]},
+        {"Name": "route.destination-cidr-block", "Values": [f"{vip}/32"]}])["RouteTables"]
+    enis = {r.get("NetworkInterfaceId") for t in tables for r in t["Routes"]
+            if r.get("DestinationCidrBlock") == f"{vip}/32"}
+    if len(enis) != 1:
+        return None
+    return next((i for i in pair if i.service_eni in enis), None)
+
+
+def active_node(ec2, cfg: StackConfig, pair: list[Instance]) -> Instance | None:  # noqa: ANN001
+    if cfg.multi_az:
+        return route_holder(ec2, cfg.cluster_name, pair, cfg.peer_vip)
+    return holder_of(pair, cfg.peer_vip)
 
 
 def peer_target_health(elbv2, cluster_name: str, vip: str) -> dict[str, str]:  # noqa: ANN001
@@ -85,11 +109,14 @@ class Plan:
                 f"backup {self.backup.name} ({self.backup.id}); would run: {self.command}")
 
 
-def plan(cfg: StackConfig, pair: list[Instance], action: str, ssh_user: str = "admin") -> Plan:
+def plan(cfg: StackConfig, pair: list[Instance], action: str, ssh_user: str = "admin",
+         active: Instance | None = None) -> Plan:
+    """`active`: the node holding the peer (multi-AZ: found from the routes, active_node);
+    single-AZ finds it from the pair's addresses."""
     if len(pair) != 2:
         raise SystemExit(f"expected 2 instances tagged {CLUSTER_TAG}={cfg.cluster_name}, "
                          f"found {len(pair)}")
-    active = holder_of(pair, cfg.peer_vip)
+    active = active or holder_of(pair, cfg.peer_vip)
     if active is None:
         raise SystemExit(f"no instance holds the peer VIP {cfg.peer_vip}: the cluster is not "
                          "serving; fix that before drilling")
@@ -117,7 +144,7 @@ def wait_failover(ec2, elbv2, cfg: StackConfig, p: Plan, timeout: float = 900,  
     """Seconds until the VIP is on the backup and every peer target is healthy."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        holder = holder_of(find_pair(ec2, cfg.cluster_name), cfg.peer_vip)
+        holder = active_node(ec2, cfg, find_pair(ec2, cfg.cluster_name))
         health = peer_target_health(elbv2, cfg.cluster_name, cfg.peer_vip)
         echo(f"+{time.monotonic() - t0:5.0f} s  VIP on {holder.name if holder else 'nobody'}; "
              f"targets {health or 'none found'}")
@@ -148,7 +175,8 @@ def main(argv: list[str] | None = None, session=None) -> int:  # noqa: ANN001
         import boto3
         session = boto3.Session(region_name=cfg.region)
     ec2, elbv2 = session.client("ec2"), session.client("elbv2")
-    p = plan(cfg, find_pair(ec2, cfg.cluster_name), args.action, args.ssh_user)
+    pair = find_pair(ec2, cfg.cluster_name)
+    p = plan(cfg, pair, args.action, args.ssh_user, active_node(ec2, cfg, pair))
     print(p.describe())
     if dry:
         print("dry run: nothing done (MainNet drills need --execute)")

@@ -23,23 +23,24 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from lab.netns import in_ns, run
+from lab.netns import bridge_role, in_ns, run
 
 IMDS_IP = "169.254.169.254"
 ACCOUNT = "123456789012"
 MIRROR_HOST = "deb.debian.org"
 LOGGED_ACTIONS = ("StopInstances", "StartInstances", "RebootInstances",
-                  "AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
+                  "AssignPrivateIpAddresses", "UnassignPrivateIpAddresses", "ReplaceRoute")
 # How long EC2 waits for a hung guest's OS shutdown before it forces the stop, unless the
 # request says SkipOsShutdown. AWS publishes no figure; reports range from over 2 to about 5
 # minutes. The lab's default, changed per run by writing seconds to RUN_DIR/HUNG_STOP_WAIT.
 HUNG_STOP_WAIT_S = 120.0
 HUNG_STOP_WAIT = "ec2-hung-stop-wait-s"
+LOST_ZONES = "az-lost"  # RUN_DIR file: the AZs a drill took away (lab/weather.py), one a line
 # The request being served (werkzeug serves each in a thread of its own): what moto's model
 # of a stop does not see, the StopInstances parameters it does not know.
 _REQUEST = threading.local()
@@ -48,12 +49,25 @@ _REQUEST = threading.local()
 @dataclass(frozen=True)
 class CloudConfig:
     region: str
-    subnets: dict[str, str]  # bridge -> CIDR (svc, hb, mgmt, arb, inet)
+    # bridge -> CIDR: svc, hb, mgmt (node 2's zone: svc2, hb2, mgmt2 when multi-AZ), arb, inet
+    subnets: dict[str, str]
     mirror: str  # the image's mirror directory
+    zones: dict[str, str] = field(default_factory=dict)  # bridge -> AZ (not inet)
+    # Multi-AZ: the peer's overlay IP and the NLB's subnets (one per node zone, in order),
+    # whose route tables the NLB's traffic to it follows.
+    overlay_ip: str | None = None
+    nlb_subnets: tuple[str, ...] = ()
 
     def vpc_bridges(self) -> list[str]:
         """The stack's subnets (every bridge but the internet side)."""
         return [b for b in self.subnets if b != "inet"]
+
+    def service_bridges(self) -> list[str]:
+        """Where each node zone's AWS endpoints (and mirror) answer: its service subnet."""
+        return [b for b in self.subnets if bridge_role(b) == "svc"]
+
+    def bridges_of(self, zone: str) -> list[str]:
+        return [b for b, z in self.zones.items() if z == zone]
 
     def router(self, bridge: str) -> str:
         return str(ipaddress.ip_network(self.subnets[bridge]).network_address + 1)
@@ -63,7 +77,8 @@ class CloudConfig:
 
     @classmethod
     def load(cls, run_dir: Path) -> CloudConfig:
-        return cls(**json.loads((run_dir / "cloud.json").read_text()))
+        doc = json.loads((run_dir / "cloud.json").read_text())
+        return cls(**{**doc, "nlb_subnets": tuple(doc.get("nlb_subnets", ()))})
 
 
 def endpoint_names(region: str) -> list[str]:
@@ -123,6 +138,13 @@ def _logging_app(app, log: EventLog):  # noqa: ANN001, ANN202 - WSGI
     return wrapped
 
 
+def lost_zones(run_dir: Path) -> set[str]:
+    try:
+        return set((run_dir / LOST_ZONES).read_text().split())
+    except OSError:
+        return set()
+
+
 def hung_stop_wait(run_dir: Path) -> float:
     try:
         return float((run_dir / HUNG_STOP_WAIT).read_text())
@@ -131,9 +153,10 @@ def hung_stop_wait(run_dir: Path) -> float:
 
 
 def _install_power(run_dir: Path, log: EventLog) -> None:
-    """EC2 power is real: stopping an instance kills its node, starting it boots it. A hung
-    guest (every process frozen, lab.node.freeze) stopped without SkipOsShutdown stays
-    `stopping` for hung_stop_wait() first, as EC2 waits out the OS shutdown it never gets."""
+    """EC2 power is real: stopping an instance kills its node, starting it boots it (never in
+    a zone the drill lost). A hung guest (every process frozen, lab.node.freeze) stopped
+    without SkipOsShutdown stays `stopping` for hung_stop_wait() first, as EC2 waits out the
+    OS shutdown it never gets."""
     from moto.ec2.models.instances import Instance
 
     from lab.node import init_pid, is_stopped, load_specs, power_off, power_on
@@ -174,6 +197,11 @@ def _install_power(run_dir: Path, log: EventLog) -> None:
         return previous
 
     def start(self):  # noqa: ANN001, ANN202
+        if self._placement.zone in lost_zones(run_dir):
+            from moto.ec2.exceptions import EC2ClientError
+
+            raise EC2ClientError("InsufficientInstanceCapacity",
+                                 f"no capacity in {self._placement.zone} (the lab lost the zone)")
         result = orig_start(self)
         if (spec := node(self.id)) is not None:
             log.write(power="on", instance=self.id, node=spec.name)
@@ -202,7 +230,13 @@ def serve(run_dir: Path) -> None:
     _install_power(run_dir, log)
     imds = serve_imds(Imds(region=cfg.region, account=ACCOUNT), (IMDS_IP, 80))
     threading.Thread(target=imds.serve_forever, daemon=True).start()
-    serve_mirror(Path(cfg.mirror), cfg.router("svc"), 80, hosts=(MIRROR_HOST,))
+    for bridge in cfg.service_bridges():
+        serve_mirror(Path(cfg.mirror), cfg.router(bridge), 80, hosts=(MIRROR_HOST,))
+    if cfg.overlay_ip:
+        from lab.overlay import follow_overlay_routes
+
+        threading.Thread(target=follow_overlay_routes, args=(cfg, run_dir),
+                         daemon=True).start()
     (run_dir / "cloud.ready").touch()
     while True:  # until the lab kills every process of the cloud namespace
         time.sleep(3600)
@@ -218,8 +252,10 @@ class Lease:
 
 
 def dnsmasq_conf(cfg: CloudConfig, leases: list[Lease], run_dir: Path) -> str:
-    """EC2's DHCP (fixed address per ENI, router .1) and DNS (the lab's names only)."""
-    svc = cfg.router("svc")
+    """EC2's DHCP (fixed address per ENI, router .1) and DNS (the lab's names only). Each node
+    zone's endpoints and mirror answer on its service router; a name lists every zone's, as
+    the regional name of an interface endpoint lists each AZ's address."""
+    endpoints = [cfg.router(b) for b in cfg.service_bridges()]
     lines = ["no-resolv", "no-hosts", "bind-interfaces", "except-interface=lo", "user=root",
              f"pid-file={run_dir / 'dnsmasq.pid'}", f"log-facility={run_dir / 'dnsmasq.log'}",
              f"dhcp-leasefile={run_dir / 'dnsmasq.leases'}",
@@ -227,24 +263,36 @@ def dnsmasq_conf(cfg: CloudConfig, leases: list[Lease], run_dir: Path) -> str:
              # new machine-id, so a new DHCP client id) on the same ENI gets the same one.
              "dhcp-ignore-clid",
              f"domain={cfg.region}.compute.internal",
-             f"address=/amazonaws.com/{svc}", f"address=/{MIRROR_HOST}/{svc}",
+             *(f"address=/amazonaws.com/{ip}" for ip in endpoints),
+             *(f"address=/{MIRROR_HOST}/{ip}" for ip in endpoints),
              # Every other name: no answer, so nothing on a node ever reaches outside.
              "address=/#/"]
     for bridge in cfg.vpc_bridges():
         net = ipaddress.ip_network(cfg.subnets[bridge])
         lines += [f"interface={bridge}",
                   f"dhcp-range=set:{bridge},{net.network_address},static,{net.netmask},1h",
-                  f"dhcp-option=tag:{bridge},option:dns-server,{svc}"]
+                  f"dhcp-option=tag:{bridge},option:dns-server,{_resolver(cfg, bridge)}"]
     lines += [f"dhcp-host={le.mac},{le.ip},{le.hostname}" for le in leases]
     return "\n".join(lines) + "\n"
 
 
+def _resolver(cfg: CloudConfig, bridge: str) -> str:
+    """The VPC resolver a subnet's DHCP names: its own zone's (a lost AZ takes only its own)."""
+    zone = cfg.zones.get(bridge)
+    return next((cfg.router(b) for b in cfg.service_bridges() if cfg.zones.get(b) == zone),
+                cfg.router(cfg.service_bridges()[0]))
+
+
 def wire(cfg: CloudConfig, ns: str, leases: list[Lease], elastic_ips: dict[str, str],
-         run_dir: Path) -> None:
-    """DHCP/DNS, the source check and the Elastic IPs' 1:1 NAT (public -> private)."""
+         run_dir: Path, unchecked: dict[str, str] | None = None) -> None:
+    """DHCP/DNS, the source check and the Elastic IPs' 1:1 NAT (public -> private).
+    `unchecked`: MAC -> bridge of the ENIs whose source/destination check is off."""
     conf = run_dir / "dnsmasq.conf"
     conf.write_text(dnsmasq_conf(cfg, leases, run_dir))
     in_ns(ns, "dnsmasq", f"--conf-file={conf}")
+    for mac, bridge in (unchecked or {}).items():
+        in_ns(ns, "iptables", "-A", "FORWARD", "-i", bridge, "-m", "mac", "--mac-source", mac,
+              "-j", "ACCEPT")
     for bridge in cfg.vpc_bridges():
         # EC2 delivers a packet out of an ENI only from that ENI's own addresses.
         in_ns(ns, "iptables", "-A", "FORWARD", "-i", bridge, "!", "-s", cfg.subnets[bridge],

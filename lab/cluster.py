@@ -86,7 +86,8 @@ class Lab:
 
     @classmethod
     def from_stack(cls, stack: str, run_dir: Path = RUN_DIR) -> Lab:
-        return cls(load_stack_file(str(REPO / f"Pulumi.{stack}.yaml"), stack=stack), run_dir)
+        cfg = load_stack_file(str(REPO / f"Pulumi.{stack}.yaml"), stack=stack)
+        return cls(cfg, run_dir)
 
     @property
     def key(self) -> Path:
@@ -134,7 +135,7 @@ class Lab:
             node.create_disks(spec, image.rootfs, self.run_dir / "ca.pem")
         cloud.wire(cloud_cfg, CLOUD_NS, leases(deployment),
                    {e.public_ip: e.private_ip for e in deployment.elastic_ips if e.private_ip},
-                   self.run_dir)
+                   self.run_dir, unchecked=unchecked_enis(deployment, cloud_cfg))
         for spec in specs:  # EC2 starts an instance as soon as it exists
             node.power_on(spec)
         echo(f"nodes booting: {', '.join(s.name for s in specs)}; running the bootstrap "
@@ -148,7 +149,7 @@ class Lab:
     def _start_cloud(self, mirror: Path) -> cloud.CloudConfig:
         cfg = cloud_config(self.cfg, mirror)
         cfg.save(self.run_dir)
-        netns.create_switch()
+        netns.create_switch(list(cfg.subnets))
         netns.add_hosts([CLOUD_NS, CLIENT_NS])
         netns.plug(cloud_ports(cfg) + client_ports())
         in_ns(CLOUD_NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
@@ -228,6 +229,14 @@ class Lab:
 def leases(deployment: Deployment) -> list[cloud.Lease]:
     return [cloud.Lease(e.mac, e.primary_ip, f"ip-{e.primary_ip.replace('.', '-')}")
             for inst in deployment.instances for e in inst.enis]
+
+
+def unchecked_enis(deployment: Deployment, cfg: cloud.CloudConfig) -> dict[str, str]:
+    """MAC -> bridge of every ENI whose source/destination check is off (multi-AZ service
+    ENIs: the node answers from the overlay IP, no address of their subnet)."""
+    bridge_of = {cidr: bridge for bridge, cidr in cfg.subnets.items()}
+    return {e.mac: bridge_of[e.subnet_cidr] for n in deployment.instances for e in n.enis
+            if not e.source_dest_check}
 
 
 def down(run_dir: Path = RUN_DIR) -> None:

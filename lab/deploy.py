@@ -81,6 +81,8 @@ class Eni:
     subnet_cidr: str
     security_group_ids: list[str]
     description: str
+    # EC2's source/destination check; off on a multi-AZ service ENI (the overlay IP).
+    source_dest_check: bool = True
 
 
 @dataclass
@@ -231,7 +233,7 @@ def _describe(cloud: MotoCloud, stack: str, run: ProgramRun) -> Deployment:
                             nic["MacAddress"], [a["PrivateIpAddress"] for a in ips],
                             nic["PrivateIpAddress"], nic["SubnetId"], subnet["CidrBlock"],
                             [g["GroupId"] for g in nic.get("Groups", [])],
-                            nic.get("Description", "")))
+                            nic.get("Description", ""), nic.get("SourceDestCheck", True)))
         volumes = [Volume(m["Ebs"]["VolumeId"], m["DeviceName"])
                    for m in inst.get("BlockDeviceMappings", [])
                    if m["DeviceName"] != inst.get("RootDeviceName")

@@ -2,7 +2,8 @@
 
 Every case starts from a healthy pair; the "active" node is whichever holds Peer (stickiness
 keeps it where the previous case left it). Evidence comes from independent places: the EC2
-API's log in moto (fencing = an instance stop, the VIP move = AssignPrivateIpAddresses), the
+API's log in moto (fencing = an instance stop, the VIP move = AssignPrivateIpAddresses, or
+ReplaceRoute of the overlay IP's routes on a multi-AZ stack), the
 client's view of the peer VIP, and a sampler of the role processes on each node. A fenced node
 is started again by fence_aws (stop, then start) and must boot and rejoin as the citizen
 without the peer being stopped or started again.
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from lab import operations, payloads, replacement, weather_drill
+from lab import az_drill, operations, payloads, replacement, weather_drill
 from lab.caseresult import CaseResult, corosync_timeouts
 from lab.client import probe
 from lab.cloud import read_events
@@ -25,6 +26,7 @@ from lab.netns import heal, ns_argv, run, set_cable, split, wait_for
 from lab.node import NodeSpec, exec_in, exec_proc, freeze, is_on, kill_matching
 from lab.observe import Prober, Sampler, is_role, roles_on
 from lab.topology import CLOUD_NS, Cables
+from lab.weather import heal_zones
 
 FAILOVER_TIMEOUT = 300
 RESTORE_TIMEOUT = 600
@@ -48,7 +50,9 @@ class Drill:
         return self.lab.node(holder), other
 
     def restore(self) -> None:
-        """Back to two healthy nodes: cables in, instances started, no standby, no failures."""
+        """Back to two healthy nodes: every AZ back, cables in, instances started, no standby,
+        no failures."""
+        heal_zones(self.lab.run_dir)
         for spec in self.lab.hosts:
             for nic in spec.nics:
                 set_cable(nic.outer, True)
@@ -91,9 +95,7 @@ class Drill:
                  expect: bool) -> None:
         events = read_events(self.lab.run_dir, t0)
         stops = [e for e in events if e.get("power") == "off"]
-        moves = [e["t"] for e in events if e.get("action") == "AssignPrivateIpAddresses"
-                 and e["params"].get("PrivateIpAddress.1") == self.vip
-                 and e["params"].get("NetworkInterfaceId") == self.eni[other.name]]
+        moves = self._vip_moves(t0, to=other.name)
         if not expect:
             r.check("nobody was fenced (no EC2 stop)", not stops)
             return
@@ -303,15 +305,22 @@ class Drill:
                 f"{'stopped' if 'ctz' not in roles_on(standby) else 'still running'}", True)
         return r
 
-    def _vip_moves(self, since: float) -> list[float]:
+    def _vip_moves(self, since: float, to: str | None = None) -> list[float]:
+        """When the peer's address was moved (to node `to`, or anywhere) through the EC2 API:
+        AssignPrivateIpAddresses of the VIP, or (multi-AZ) ReplaceRoute of its /32."""
+        def moved(params: dict) -> bool:
+            if to is not None and params.get("NetworkInterfaceId") != self.eni[to]:
+                return False
+            return params.get("PrivateIpAddress.1") == self.vip or \
+                params.get("DestinationCidrBlock") == f"{self.vip}/32"
         return [e["t"] for e in read_events(self.lab.run_dir, since)
-                if e.get("action") == "AssignPrivateIpAddresses"
-                and e["params"].get("PrivateIpAddress.1") == self.vip]
+                if e.get("action") in ("AssignPrivateIpAddresses", "ReplaceRoute")
+                and moved(e["params"])]
 
     def cases(self) -> dict[str, Callable[[], CaseResult]]:
         cases = {"heartbeat": self.heartbeat_cut, "service": self.peer_dies,
                  "standby": self.standby, "hang": self.hang, "links": self.cut_links,
-                 **weather_drill.cases(self)}
+                 **weather_drill.cases(self), **az_drill.cases(self)}
         if self.lab.arbiter is not None:
             cases.update({"split": self.split_with_arbiter, "arbiter": self.arbiter_lost,
                           "arbiter-split": self.arbiter_lost_then_split})

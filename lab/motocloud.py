@@ -5,15 +5,17 @@ through the EC2 API and the IMDS (lab/imds.py). Numbers arrive from Pulumi as fl
 property names in the provider's camelCase; both are translated to the EC2 API's here.
 
 Real in moto:
-  aws:ec2 Vpc, InternetGateway (attached), Subnet, RouteTable (+ routes),
-  RouteTableAssociation, SecurityGroup (default egress revoked, as the AWS provider does),
+  aws:ec2 Vpc, InternetGateway (attached), Subnet, RouteTable (+ routes), Route (the
+  multi-AZ overlay routes, which aws-vpc-move-ip then replaces), RouteTableAssociation,
+  SecurityGroup (default egress revoked, as the AWS provider does),
   aws:vpc SecurityGroupIngressRule / SecurityGroupEgressRule, Eip (from 203.0.113.0/24 by
   `Address=`, associated with its ENI and private IP), NatGateway, NetworkInterface,
-  Instance (run_instances with the primary ENI as device 0), NetworkInterfaceAttachment,
+  NetworkInterface source/destination check, Instance (run_instances with the primary ENI as
+  device 0), NetworkInterfaceAttachment,
   KeyPair (import_key_pair), aws:ebs Volume, VolumeAttachment; aws:iam Role, RolePolicy,
   InstanceProfile (role added); aws:secretsmanager Secret, SecretVersion; aws:lb
   LoadBalancer (network, EIP subnet mapping), TargetGroup (+ attributes),
-  TargetGroupAttachment, Listener.
+  TargetGroupAttachment (with its AvailabilityZone), Listener.
   Invokes: getAmi (describe_images with the program's owners and filters; seed_debian_amis
   puts Debian's images into moto, else one is registered), getInternetGateway (describe).
   aws:kms Key; aws:secretsmanager SecretPolicy (stored; moto enforces no resource policy);
@@ -43,6 +45,7 @@ import hashlib
 import os
 import secrets
 import string
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -257,6 +260,7 @@ class MotoCloud:
             "aws:ec2/eip:Eip": self._eip,
             "aws:ec2/natGateway:NatGateway": self._nat_gateway,
             "aws:ec2/networkInterface:NetworkInterface": self._network_interface,
+            "aws:ec2/route:Route": self._route,
             "aws:ec2/instance:Instance": self._instance,
             "aws:ec2/networkInterfaceAttachment:NetworkInterfaceAttachment":
                 self._network_interface_attachment,
@@ -336,6 +340,16 @@ class MotoCloud:
             self.ec2.create_route(RouteTableId=rt_id, DestinationCidrBlock=route["cidrBlock"],
                                   **target)
         return rt_id, {"arn": self._arn("ec2", f"route-table/{rt_id}")}
+
+    def _route(self, name: str, i: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        targets = {"gatewayId": "GatewayId", "natGatewayId": "NatGatewayId",
+                   "networkInterfaceId": "NetworkInterfaceId"}
+        self.ec2.create_route(RouteTableId=i["routeTableId"],
+                              DestinationCidrBlock=i["destinationCidrBlock"],
+                              **{api: i[key] for key, api in targets.items() if i.get(key)})
+        # The provider's id for a route: table and destination.
+        return f"r-{i['routeTableId']}{zlib.crc32(i['destinationCidrBlock'].encode())}", {
+            "state": "active", "origin": "CreateRoute"}
 
     def _route_table_association(self, name: str, i: dict[str, Any]) -> tuple[str, dict]:
         assoc = self.ec2.associate_route_table(RouteTableId=i["routeTableId"],
@@ -431,6 +445,9 @@ class MotoCloud:
             kwargs["PrivateIpAddresses"] = [{"PrivateIpAddress": ip, "Primary": n == 0}
                                             for n, ip in enumerate(ips)]
         eni = self.ec2.create_network_interface(**kwargs)["NetworkInterface"]
+        if i.get("sourceDestCheck") is False:  # multi-AZ: the overlay IP is no ENI address
+            self.ec2.modify_network_interface_attribute(
+                NetworkInterfaceId=eni["NetworkInterfaceId"], SourceDestCheck={"Value": False})
         actual = [a["PrivateIpAddress"] for a in eni["PrivateIpAddresses"]]
         return eni["NetworkInterfaceId"], {
             "macAddress": eni["MacAddress"], "privateIp": eni["PrivateIpAddress"],
@@ -740,6 +757,8 @@ class MotoCloud:
         target = {"Id": i["targetId"]}
         if i.get("port") is not None:
             target["Port"] = int(i["port"])
+        if i.get("availabilityZone"):  # "all": an IP target outside the VPC (multi-AZ)
+            target["AvailabilityZone"] = i["availabilityZone"]
         self.elbv2.register_targets(TargetGroupArn=i["targetGroupArn"], Targets=[target])
         return f"{i['targetGroupArn']}-{_autoname('attachment')}", {}
 

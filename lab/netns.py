@@ -18,8 +18,9 @@ from typing import TypeVar
 # (and its own PREP_HA_LAB_DIR).
 PREFIX = os.environ.get("PREP_HA_LAB_NS", "phl-")
 SWITCH = PREFIX + "sw"
-# inet: the internet side (client, Elastic IPs); the others are the stack's subnets.
-BRIDGES = ("inet", "svc", "hb", "mgmt", "arb")
+# The bridges are the stack's subnets, named by role (svc, hb, mgmt; node 2's zone's of a
+# multi-AZ stack with the suffix 2: svc2, ...; arb), and inet: the internet side (client,
+# Elastic IPs). lab/topology.py cloud_config.
 
 T = TypeVar("T")
 
@@ -100,9 +101,14 @@ def add_hosts(hosts: Sequence[str]) -> None:
         in_ns(ns, "ip", "link", "set", "lo", "up")
 
 
-def create_switch() -> None:
+def bridge_role(bridge: str) -> str:
+    """svc2 -> svc."""
+    return bridge.rstrip("0123456789")
+
+
+def create_switch(bridges: Sequence[str]) -> None:
     add_hosts([SWITCH])
-    for br in BRIDGES:
+    for br in bridges:
         in_ns(SWITCH, "ip", "link", "add", br, "type", "bridge")
         in_ns(SWITCH, "ip", "link", "set", br, "up")
 

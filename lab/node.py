@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.netns import LabError, Port, in_ns, ns_argv, run, run_proc, wait_for
+from lab.netns import LabError, Port, bridge_role, in_ns, ns_argv, run, run_proc, wait_for
 
 # The agents and admins must find Debian's tools, not a developer's pyenv shims.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -125,7 +125,7 @@ ExecStart=/usr/local/lib/prep-ha-lab/ec2-identity /usr/bin/cloud-init --all-stag
 class Nic:
     name: str  # ens5, ens6, ...
     mac: str
-    bridge: str  # svc, hb, mgmt
+    bridge: str  # svc, hb, mgmt (node 2's zone, multi-AZ: svc2, hb2, mgmt2)
     outer: str  # the switch-side end: pulling this cable cuts the link
 
 
@@ -147,8 +147,9 @@ class NodeSpec:
     def init_pidfile(self) -> Path:
         return Path(self.state, "init.pid")
 
-    def nic(self, bridge: str) -> Nic:
-        return next(n for n in self.nics if n.bridge == bridge)
+    def nic(self, role: str) -> Nic:
+        """The NIC on the node's subnet of `role` (svc, hb, mgmt), in whichever zone."""
+        return next(n for n in self.nics if bridge_role(n.bridge) == role)
 
     def ports(self) -> list[Port]:
         return [Port(self.ns, n.name, n.outer, n.bridge, mac=n.mac) for n in self.nics]

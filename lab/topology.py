@@ -26,10 +26,21 @@ CLIENT_IP = str(INTERNET.network_address + 5)
 
 
 def cloud_config(cfg: StackConfig, mirror: Path) -> CloudConfig:
-    return CloudConfig(region=cfg.region, mirror=str(mirror), subnets={
-        "svc": cfg.service_subnet_cidr, "hb": cfg.heartbeat_subnet_cidr,
-        "mgmt": cfg.management_subnet_cidr, "arb": cfg.arbiter_subnet_cidr,
-        "inet": str(INTERNET)})
+    """One bridge per subnet a node or the arbiter has: named by role, node 2's zone's with
+    the suffix 2 (multi-AZ), each in its AZ."""
+    subnets: dict[str, str] = {}
+    zones: dict[str, str] = {}
+    for n, zone in enumerate(cfg.zones, 1):
+        suffix = "" if n == 1 else str(n)
+        for role, cidr in (("svc", zone.service_cidr), ("hb", zone.heartbeat_cidr),
+                           ("mgmt", zone.management_cidr)):
+            subnets[role + suffix], zones[role + suffix] = cidr, zone.name
+    subnets["arb"], zones["arb"] = cfg.arbiter_subnet_cidr, cfg.arbiter_zone
+    subnets["inet"] = str(INTERNET)
+    overlay = cfg.peer_vip if cfg.multi_az else None
+    return CloudConfig(region=cfg.region, mirror=str(mirror), subnets=subnets, zones=zones,
+                       overlay_ip=overlay,
+                       nlb_subnets=tuple(z.public_cidr for z in cfg.zones) if overlay else ())
 
 
 def cloud_ports(cloud: CloudConfig) -> list[Port]:

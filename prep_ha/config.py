@@ -32,6 +32,7 @@ ICON_NETWORKS = {
 KNOWN_KEYS = (
     "iconNetwork",
     "availabilityZone",
+    "availabilityZones",
     "vpcId",
     "vpcCidr",
     "serviceSubnetCidr",
@@ -112,12 +113,24 @@ class InstanceSize:
 
 
 @dataclass(frozen=True)
+class Zone:
+    """An availability zone and the subnets a node has there (single-AZ: both nodes')."""
+
+    name: str
+    service_cidr: str
+    heartbeat_cidr: str
+    management_cidr: str
+    public_cidr: str
+
+
+@dataclass(frozen=True)
 class NodeAddresses:
     """A node's fixed private addresses: fixed so the cluster model is known at preview."""
 
     service_ip: str
     heartbeat_ip: str
     management_ip: str
+    zone: Zone
 
 
 @dataclass(frozen=True)
@@ -125,13 +138,13 @@ class StackConfig:
     stack: str
     region: str
     icon_network: str
-    availability_zone: str
+    # One zone: both nodes and the arbiter there (the VIPs are secondary IPs, awsvip). Two:
+    # node n in zones[n - 1], the arbiter in arbiter_zone, the peer's address an overlay IP
+    # moved by route (aws-vpc-move-ip). README: "One AZ or three".
+    zones: tuple[Zone, ...]
+    arbiter_zone: str
     vpc_id: str | None
     vpc_cidr: str
-    service_subnet_cidr: str
-    heartbeat_subnet_cidr: str
-    management_subnet_cidr: str
-    public_subnet_cidr: str
     admin_cidrs: tuple[str, ...]
     management_access: str
     instance_type: str
@@ -140,8 +153,10 @@ class StackConfig:
     ami_id: str | None
     icon_image_tag: str
     cluster_name: str
+    # Single-AZ: a secondary IP of the service subnet. Multi-AZ: the overlay IP, outside the VPC.
     peer_vip: str
-    citizen_vip: str
+    # Multi-AZ: None, the citizen serves nothing inbound and keeps its node's own address.
+    citizen_vip: str | None
     termination_protection: bool
     quorum_arbiter: bool
     arbiter_subnet_cidr: str
@@ -151,6 +166,32 @@ class StackConfig:
     # Subscribed to the alert topic (components/alerts.py); None: the topic has no subscriber.
     alert_email: str | None = None
     chain_sync: str = "snapshot"  # one of CHAIN_SYNC
+
+    @property
+    def multi_az(self) -> bool:
+        return len(self.zones) > 1
+
+    @property
+    def availability_zone(self) -> str:
+        """Node 1's zone (single-AZ: the stack's)."""
+        return self.zones[0].name
+
+    # Node 1's subnets; single-AZ: the stack's. Multi-AZ code reads each node's `zone`.
+    @property
+    def service_subnet_cidr(self) -> str:
+        return self.zones[0].service_cidr
+
+    @property
+    def heartbeat_subnet_cidr(self) -> str:
+        return self.zones[0].heartbeat_cidr
+
+    @property
+    def management_subnet_cidr(self) -> str:
+        return self.zones[0].management_cidr
+
+    @property
+    def public_subnet_cidr(self) -> str:
+        return self.zones[0].public_cidr
 
     @property
     def icon_image(self) -> str:
@@ -296,6 +337,125 @@ def _email(raw: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+# Each subnet key: its default block in node 1's zone (10.40.N.0/24) and node 2's (N + 10).
+_ZONE_SUBNETS = {"serviceSubnetCidr": 1, "heartbeatSubnetCidr": 2, "managementSubnetCidr": 3,
+                 "publicSubnetCidr": 0}
+# Where a Network Load Balancer takes an IP target outside its VPC (the overlay IP).
+NLB_OUTSIDE_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+_ZONES_FIX = ("set availabilityZone for a single-AZ pair, or availabilityZones to three zones: "
+              "node 1's, node 2's and the arbiter's")
+
+
+def _zone_names(raw: Mapping[str, Any], region: str) -> tuple[list[str], str]:
+    """The nodes' zones (one or two) and the arbiter's."""
+    one, many = raw.get("availabilityZone"), raw.get("availabilityZones")
+    if one not in (None, "") and many not in (None, ""):
+        raise ConfigError("availabilityZones", "is set together with availabilityZone",
+                          f"keep one: {_ZONES_FIX}")
+    if many in (None, ""):
+        key = "availabilityZone"
+        names = [str(_require(raw, key, f"{_ZONES_FIX}, e.g. {region}a"))]
+    else:
+        key = "availabilityZones"
+        if not isinstance(many, list | tuple) or len(many) not in (1, 3):
+            raise ConfigError(key, f"{many!r} is not a list of one or three zones",
+                              f"{_ZONES_FIX}, e.g. [{region}a, {region}b, {region}c]")
+        names = [str(z) for z in many]
+    for name in names:
+        if not re.fullmatch(re.escape(region) + r"[a-z]", name):
+            raise ConfigError(key, f"{name!r} is not a zone of region {region}",
+                              f"use zone names such as {region}a")
+    if len(names) == 1:
+        return names, names[0]
+    node1, node2, arbiter = names
+    if node1 == node2:
+        raise ConfigError(key, f"both nodes are in {node1}",
+                          "put the nodes in two zones: the loss of one must leave the other")
+    if arbiter in (node1, node2):
+        raise ConfigError(key, f"the arbiter's zone {arbiter} is a node's zone",
+                          "put the arbiter in a third zone: its vote must survive the loss of "
+                          "either node's zone")
+    return [node1, node2], arbiter
+
+
+def _zones(raw: Mapping[str, Any], names: list[str],
+           vpc: ipaddress.IPv4Network) -> tuple[Zone, ...]:
+    """Each node zone's four subnets: a block per key (single-AZ) or a list of one per zone."""
+    blocks: dict[str, list[ipaddress.IPv4Network]] = {}
+    for key, octet in _ZONE_SUBNETS.items():
+        value = raw.get(key)
+        defaults = [f"10.40.{octet + 10 * i}.0/24" for i in range(len(names))]
+        if len(names) == 1:
+            if isinstance(value, list | tuple):
+                if len(value) != 1:
+                    raise ConfigError(key, "lists several blocks for a single-AZ stack",
+                                      "give one block, or three availabilityZones")
+                value = value[0]
+            values = [value if value not in (None, "") else defaults[0]]
+        elif value in (None, ""):
+            values = defaults
+        elif not isinstance(value, list | tuple) or len(value) != len(names):
+            raise ConfigError(key, f"{value!r} is not a list of one block per node zone",
+                              f"list node 1's zone's block, then node 2's, e.g. {defaults}")
+        else:
+            values = list(value)
+        blocks[key] = [_subnet(key, v, vpc) for v in values]
+    zones = tuple(Zone(name, *(str(blocks[k][i]) for k in _ZONE_SUBNETS))
+                  for i, name in enumerate(names))
+    items = _zone_subnet_items(zones)
+    for i, (a, net_a) in enumerate(items):
+        for b, net_b in items[i + 1:]:
+            if net_a.overlaps(net_b):
+                raise ConfigError(b, f"{net_b} overlaps {a} {net_a}",
+                                  "give every subnet a disjoint block")
+    return zones
+
+
+def _zone_subnet_items(zones: tuple[Zone, ...]) -> list[tuple[str, ipaddress.IPv4Network]]:
+    return [(key, ipaddress.ip_network(cidr)) for zone in zones
+            for key, cidr in zip(_ZONE_SUBNETS, (zone.service_cidr, zone.heartbeat_cidr,
+                                                 zone.management_cidr, zone.public_cidr),
+                                 strict=True)]
+
+
+def _node_addresses(zone: Zone, offset: int) -> NodeAddresses:
+    hosts = (_host(ipaddress.ip_network(c), offset)
+             for c in (zone.service_cidr, zone.heartbeat_cidr, zone.management_cidr))
+    return NodeAddresses(*hosts, zone=zone)
+
+
+def _vips(raw: Mapping[str, Any], zones: tuple[Zone, ...], nodes: tuple[NodeAddresses, ...],
+          vpc: ipaddress.IPv4Network) -> tuple[str, str | None]:
+    """Single-AZ: two secondary IPs of the service subnet (.100, .101 by default). Multi-AZ:
+    the peer's overlay IP, and no citizen address."""
+    taken = {n.service_ip for n in nodes}
+    if len(zones) == 1:
+        service = ipaddress.ip_network(zones[0].service_cidr)
+        peer = _usable("peerVip", raw.get("peerVip", _host(service, 100)), service, taken)
+        citizen = _usable("citizenVip", raw.get("citizenVip", _host(service, 101)), service,
+                          taken | {peer})
+        return peer, citizen
+    if raw.get("citizenVip") not in (None, ""):
+        raise ConfigError("citizenVip", "is set, but a multi-AZ citizen has no address of its "
+                          "own (it serves nothing inbound; it keeps its node's address)",
+                          "remove the key")
+    fix = ("set an address outside vpcCidr in 10/8, 172.16/12, 192.168/16 or 100.64/10 that "
+           "no network the VPC reaches uses, e.g. peerVip: 10.255.40.100")
+    value = _require(raw, "peerVip", fix + " (multi-AZ moves the peer's address by route)")
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ConfigError("peerVip", f"{value!r} is not an IPv4 address", fix) from None
+    if ip in vpc:
+        raise ConfigError("peerVip", f"{ip} is inside vpcCidr {vpc}: multi-AZ routes it to the "
+                          "active node, and a VPC's own addresses cannot be routed", fix)
+    if not any(ip in net for net in NLB_OUTSIDE_RANGES):
+        raise ConfigError("peerVip", f"{ip} is not in a private range the Network Load "
+                          "Balancer accepts as a target outside its VPC", fix)
+    return str(ip), None
+
+
 def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> StackConfig:
     """Validate the stack's `icon-prep-ha:*` values (keys without namespace) into a StackConfig."""
     unknown = sorted(set(raw) - set(KNOWN_KEYS))
@@ -312,32 +472,13 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
                           f"use one of {', '.join(ICON_NETWORKS)}")
     mainnet = ICON_NETWORKS[network] == "mainnet"
 
-    az = str(_require(raw, "availabilityZone", f"set a zone of {region}, e.g. {region}a"))
-    if not re.fullmatch(re.escape(region) + r"[a-z]", az):
-        raise ConfigError("availabilityZone", f"{az!r} is not a zone of region {region}",
-                          f"use a zone name such as {region}a")
-
     vpc_id = raw.get("vpcId") or None
     if vpc_id is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", str(vpc_id)):
         raise ConfigError("vpcId", f"{vpc_id!r} is not a VPC id",
                           "use an id like vpc-0abc12345def67890, or remove it to create a VPC")
     vpc = _network("vpcCidr", raw.get("vpcCidr", "10.40.0.0/16"))
-    subnets = {
-        key: _subnet(key, raw.get(key, default), vpc)
-        for key, default in (
-            ("serviceSubnetCidr", "10.40.1.0/24"),
-            ("heartbeatSubnetCidr", "10.40.2.0/24"),
-            ("managementSubnetCidr", "10.40.3.0/24"),
-            ("publicSubnetCidr", "10.40.0.0/24"),
-        )
-    }
-    keys = list(subnets)
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            if subnets[a].overlaps(subnets[b]):
-                raise ConfigError(b, f"{subnets[b]} overlaps {a} {subnets[a]}",
-                                  "give the four subnets disjoint blocks")
-    service, heartbeat, management, public = subnets.values()
+    node_zones, arbiter_zone = _zone_names(raw, region)
+    zones = _zones(raw, node_zones, vpc)
 
     admin = raw.get("adminCidrs")
     if not admin or not isinstance(admin, list | tuple):
@@ -399,21 +540,19 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
         raise ConfigError("clusterName", f"{cluster_name!r} is not 3-31 characters of a-z, 0-9 "
                           "and '-' starting with a letter", "use a name like prep-ha-mainnet")
 
-    # Node n takes host .(10+n) in each subnet; VIPs default to .100 and .101 of the service subnet.
-    nodes = tuple(
-        NodeAddresses(_host(service, 10 + n), _host(heartbeat, 10 + n), _host(management, 10 + n))
-        for n in (1, 2)
-    )
-    taken = {n.service_ip for n in nodes}
-    peer_vip = _usable("peerVip", raw.get("peerVip", _host(service, 100)), service, taken)
-    citizen_vip = _usable("citizenVip", raw.get("citizenVip", _host(service, 101)), service,
-                          taken | {peer_vip})
+    # Node n takes host .(10+n) in each subnet of its zone.
+    nodes = tuple(_node_addresses(zones[min(n, len(zones)) - 1], 10 + n) for n in (1, 2))
+    peer_vip, citizen_vip = _vips(raw, zones, nodes, vpc)
 
     arbiter = _bool(raw, "quorumArbiter", True)
+    if len(zones) > 1 and not arbiter:
+        raise ConfigError("quorumArbiter", "is false, but two node zones need the arbiter in a "
+                          "third: without its vote the zone left after an AZ loss has no quorum",
+                          "remove the key (or use a single availabilityZone)")
     arbiter_net = _subnet("arbiterSubnetCidr",
                           raw.get("arbiterSubnetCidr", str(list(vpc.subnets(new_prefix=24))[4])
                               if vpc.prefixlen <= 21 else None), vpc)
-    for key, net in subnets.items():
+    for key, net in _zone_subnet_items(zones):
         if arbiter_net.overlaps(net):
             raise ConfigError("arbiterSubnetCidr", f"{arbiter_net} overlaps {key} {net}",
                               "give the arbiter a block of its own inside vpcCidr")
@@ -441,10 +580,8 @@ def load_config(raw: Mapping[str, Any], *, stack: str, region: str | None) -> St
                           "or genesis (it syncs every block from the first)")
 
     return StackConfig(
-        stack=stack, region=region, icon_network=network, availability_zone=az, vpc_id=vpc_id,
-        vpc_cidr=str(vpc), service_subnet_cidr=str(service),
-        heartbeat_subnet_cidr=str(heartbeat), management_subnet_cidr=str(management),
-        public_subnet_cidr=str(public),
+        stack=stack, region=region, icon_network=network, zones=zones,
+        arbiter_zone=arbiter_zone, vpc_id=vpc_id, vpc_cidr=str(vpc),
         admin_cidrs=tuple(admin_cidrs), management_access=access, instance_type=instance_type,
         root_volume_gib=root_gib, data_volume_gib=data_gib, ami_id=ami_id, icon_image_tag=tag,
         cluster_name=cluster_name, peer_vip=peer_vip, citizen_vip=citizen_vip,

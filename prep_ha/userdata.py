@@ -46,6 +46,7 @@ FILES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("prep-ha-alert", "/usr/local/sbin/prep-ha-alert", "0755", "use", ()),
     # The cluster's own agents (prep_ha/cluster/model.py): Pacemaker runs them per operation.
     ("prep-ha-awsvip", "/usr/lib/ocf/resource.d/prep-ha/awsvip", "0755", "use", ()),
+    ("prep-ha-aws", "/usr/local/sbin/prep-ha-aws", "0755", "use", ()),
     ("fence_aws_skip_os_shutdown", "/usr/sbin/fence_aws_skip_os_shutdown", "0755", "use", ()),
     ("prep-ha-alert.sudoers", "/etc/sudoers.d/prep-ha-alert", "0440", "use", ()),
     ("ha-cluster-exporter.conf",
@@ -107,7 +108,8 @@ class NodeSettings:
     management_ip: str
     management_cidr: str
     peer_vip: str
-    citizen_vip: str
+    # Multi-AZ: None; the citizen advertises its node's service address instead.
+    citizen_vip: str | None
     p2p_advertise: str
     keystore_secret_id: str
     keystore_password_secret_id: str
@@ -117,6 +119,8 @@ class NodeSettings:
     # Where prep-ha-alert publishes; empty (lab/image.py, which only reads the packages):
     # the agent still counts events as metrics.
     alert_topic_arn: str = ""
+    # The node's own address on the service subnet (multi-AZ: the citizen's P2P address).
+    service_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,10 @@ def _safe(values: dict[str, str]) -> dict[str, str]:
 
 
 def _node_values(node: NodeSettings) -> dict[str, str]:
-    values = _safe(asdict(node))
+    values = _safe({k: v for k, v in asdict(node).items() if v is not None})
+    if not (node.citizen_vip or node.service_ip):
+        raise ValueError(f"{node.node_name}: a citizen without a VIP needs the node's service_ip")
+    values["citizen_p2p"] = f"{node.citizen_vip or node.service_ip}:7100"
     heartbeat = ipaddress.IPv4Network(node.heartbeat_cidr)
     management = ipaddress.IPv4Network(node.management_cidr)
     values["heartbeat_prefix"] = str(heartbeat.prefixlen)

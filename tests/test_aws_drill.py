@@ -28,26 +28,36 @@ def _stack(name):
 
 
 def _deploy(cfg):
-    """What the stack deploys, reduced to what the drill reads: tagged pair, VIPs, NLB targets."""
+    """What the stack deploys, reduced to what the drill reads: tagged pair, VIPs (multi-AZ:
+    the overlay routes, to node 1), NLB targets."""
     ec2 = boto3.client("ec2", region_name=cfg.region)
     elbv2 = boto3.client("elbv2", region_name=cfg.region)
     vpc = ec2.create_vpc(CidrBlock=cfg.vpc_cidr)["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cfg.service_subnet_cidr,
-                               AvailabilityZone=cfg.availability_zone)["Subnet"]["SubnetId"]
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ids = []
+    tag = [{"Key": aws_drill.CLUSTER_TAG, "Value": cfg.cluster_name}]
+    ids, enis, subnets = [], [], []
     for name, addr, vip in zip(cfg.node_names, cfg.nodes, (cfg.peer_vip, cfg.citizen_vip),
                                strict=True):
+        if not subnets or cfg.multi_az:
+            subnets.append(ec2.create_subnet(
+                VpcId=vpc, CidrBlock=addr.zone.service_cidr,
+                AvailabilityZone=addr.zone.name)["Subnet"]["SubnetId"])
         inst = ec2.run_instances(
-            ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet,
+            ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnets[-1],
             PrivateIpAddress=addr.service_ip,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                {"Key": "Name", "Value": name},
-                {"Key": aws_drill.CLUSTER_TAG, "Value": cfg.cluster_name}]}])["Instances"][0]
-        ec2.assign_private_ip_addresses(
-            NetworkInterfaceId=inst["NetworkInterfaces"][0]["NetworkInterfaceId"],
-            PrivateIpAddresses=[vip])
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": "Name", "Value": name}, *tag]}])["Instances"][0]
+        enis.append(inst["NetworkInterfaces"][0]["NetworkInterfaceId"])
+        if vip is not None:
+            ec2.assign_private_ip_addresses(NetworkInterfaceId=enis[-1],
+                                            PrivateIpAddresses=[vip])
         ids.append(inst["InstanceId"])
+    for _ in range(2 if cfg.multi_az else 0):
+        table = ec2.create_route_table(VpcId=vpc, TagSpecifications=[
+            {"ResourceType": "route-table", "Tags": tag}])["RouteTable"]["RouteTableId"]
+        ec2.create_route(RouteTableId=table, DestinationCidrBlock=f"{cfg.peer_vip}/32",
+                         NetworkInterfaceId=enis[0])
+    subnet = subnets[0]
     # A foreign instance in the account must be ignored.
     ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet)
     for port in (7100, 9000):
@@ -118,6 +128,26 @@ def test_wait_failover_sees_the_vip_move_and_the_targets():
             aws_drill.wait_failover(ec2, elbv2, cfg, plan, timeout=0.5, interval=0.1,
                                     echo=lines.append)
     assert f"VIP on {cfg.node_names[1]}" in lines[-1]
+
+
+@mock_aws
+def test_multi_az_finds_the_active_node_by_the_overlay_routes():
+    cfg = _stack("mainnet")
+    ec2, _, ids = _deploy(cfg)
+    pair = aws_drill.find_pair(ec2, cfg.cluster_name)
+    assert aws_drill.active_node(ec2, cfg, pair).id == ids[0]
+    # Mid-move (one table replaced, the other not yet): nobody holds the peer.
+    tables = ec2.describe_route_tables(Filters=[
+        {"Name": "route.destination-cidr-block", "Values": [f"{cfg.peer_vip}/32"]}])
+    first = tables["RouteTables"][0]["RouteTableId"]
+    ec2.replace_route(RouteTableId=first, DestinationCidrBlock=f"{cfg.peer_vip}/32",
+                      NetworkInterfaceId=pair[1].service_eni)
+    assert aws_drill.active_node(ec2, cfg, pair) is None
+    for t in tables["RouteTables"][1:]:
+        ec2.replace_route(RouteTableId=t["RouteTableId"],
+                          DestinationCidrBlock=f"{cfg.peer_vip}/32",
+                          NetworkInterfaceId=pair[1].service_eni)
+    assert aws_drill.active_node(ec2, cfg, pair).id == ids[1]
 
 
 @mock_aws

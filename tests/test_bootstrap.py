@@ -54,9 +54,14 @@ def test_script_is_the_rendered_model_and_ids_come_from_the_instances(stack_run)
     assert setup.inputs["create"] == "sudo bash -s setup"
     ids = [i.id for i in sorted(run.of_type(INSTANCE), key=lambda r: r.name)
            if "prep-ha:node" in i.inputs["tags"]]
-    assert push.inputs["create"] == (
-        "sudo env " + " ".join(f"PREP_HA_INSTANCE_ID_{n}={i}" for n, i in enumerate(ids, 1))
-        + " bash -s push")
+    # Multi-AZ: the overlay IP's route tables too, exactly those the overlay routes are in.
+    overlay = [r.inputs["routeTableId"] for r in run.of_type("aws:ec2/route:Route")
+               if r.inputs.get("destinationCidrBlock") == f"{cfg.peer_vip}/32"]
+    assert bool(overlay) is cfg.multi_az
+    tables = [f"PREP_HA_ROUTE_TABLES={','.join(overlay)}"] if overlay else []
+    assert push.inputs["create"] == " ".join(
+        ["sudo env", *(f"PREP_HA_INSTANCE_ID_{n}={i}" for n, i in enumerate(ids, 1)), *tables,
+         "bash -s push"])
     assert push.inputs["update"] == push.inputs["create"]
     assert push.inputs["triggers"] == [model_digest(model)]
 

@@ -16,7 +16,9 @@ from prep_ha.cluster.model import (
     FENCE_AGENT,
     FENCE_RESTART,
     HOLDS_PEER,
+    OVERLAY_AGENT,
     PEER_GROUP,
+    ROUTE_TABLES_ENV,
     build_model,
 )
 from prep_ha.cluster.pcs import corosync_conf, parse_script, render_script, setup_command
@@ -78,14 +80,8 @@ def test_model_holds_the_safety_rules(stack):
     # The peer's service resource, whose start/stop prep-ha-alert reports as Peer start/stop.
     assert m.group(PEER_GROUP).members[-1].id == "peer-service"
     assert m.property("no-quorum-policy") == "freeze"
-    assert [r.agent for r in m.group(PEER_GROUP).members] == [
-        AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:peer"]
-    assert [r.agent for r in m.group(CTZ_GROUP).members] == [
-        AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:ctz"]
-    vips = {dict(r.params).get("secondary_private_ip") for g in m.groups for r in g.members}
-    assert {cfg.peer_vip, cfg.citizen_vip} <= vips
-    assert {dict(g.members[0].params)["region"] for g in m.groups} == {cfg.region}
-    peer_monitor = next(o for o in m.group(PEER_GROUP).members[2].ops if o.name == "monitor")
+    _assert_addresses(cfg, m)
+    peer_monitor = next(o for o in m.group(PEER_GROUP).members[-1].ops if o.name == "monitor")
     assert int(peer_monitor.interval.rstrip("s")) <= 2  # the guide's 1 min is too slow
     assert m.corosync.token_ms == cfg.corosync_token_ms
     # Two nodes: consensus between join (50 ms) and the token (corosync.conf(5)).
@@ -99,6 +95,31 @@ def test_model_holds_the_safety_rules(stack):
     # arbiter would be quorate and fence the partner at a cold start.
     assert m.corosync.expected_votes == 3
 
+
+
+def _assert_addresses(cfg, m) -> None:
+    """Single-AZ: each role's VIP is a secondary IP (awsvip) raised by IPaddr2. Multi-AZ: the
+    peer's overlay IP is routed to its node (aws-vpc-move-ip) in every table the stack passes,
+    and the citizen has no address of its own."""
+    peer, ctz = m.group(PEER_GROUP).members, m.group(CTZ_GROUP).members
+    if not cfg.multi_az:
+        assert [r.agent for r in peer] == [AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:peer"]
+        assert [r.agent for r in ctz] == [AWSVIP_AGENT, "ocf:heartbeat:IPaddr2", "systemd:ctz"]
+        vips = {dict(r.params).get("secondary_private_ip") for g in m.groups for r in g.members}
+        assert {cfg.peer_vip, cfg.citizen_vip} <= vips
+        assert {dict(g.members[0].params)["region"] for g in m.groups} == {cfg.region}
+        assert m.environment == ("PREP_HA_INSTANCE_ID_1", "PREP_HA_INSTANCE_ID_2")
+        return
+    assert [r.agent for r in peer] == [OVERLAY_AGENT, "systemd:peer"]
+    assert [r.agent for r in ctz] == ["systemd:ctz"]
+    params = dict(peer[0].params)
+    assert params["ip"] == cfg.peer_vip and params["region"] == cfg.region
+    assert params["interface"] == "prep-ha-service"  # cloud-init/files/prep-ha-network
+    assert params["lookup_type"] == "NetworkInterfaceId"
+    assert params["routing_table"] == f"${{{ROUTE_TABLES_ENV}}}"
+    assert m.environment[-1] == ROUTE_TABLES_ENV
+    # The regular monitor must not call the API (an outage is no lost address).
+    assert params.get("monapi", "false") == "false"
 
 def test_without_the_arbiter_the_node_holding_peer_wins_the_fence_race():
     cfg = dataclasses.replace(stack_model("testnet")[0], quorum_arbiter=False)

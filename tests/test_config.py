@@ -167,6 +167,42 @@ RULES = [
                  id="alert-email-not-a-string"),
     pytest.param("testnet", "chainSync", "snapshot", {"chainSync": "fast"},
                  id="chain-sync-unknown"),
+    # Placement: one zone, or node 1's, node 2's and the arbiter's.
+    pytest.param("mainnet", "availabilityZones", "keep one",
+                 {"availabilityZone": "ap-northeast-2a"}, id="zone-and-zones"),
+    pytest.param("mainnet", "availabilityZones", "three zones",
+                 {"availabilityZones": ["ap-northeast-2a", "ap-northeast-2c"]},
+                 id="two-zones-no-arbiter-zone"),
+    pytest.param("mainnet", "availabilityZones", "two zones",
+                 {"availabilityZones": ["ap-northeast-2a", "ap-northeast-2a",
+                                        "ap-northeast-2b"]}, id="same-zone-twice"),
+    pytest.param("mainnet", "availabilityZones", "third zone",
+                 {"availabilityZones": ["ap-northeast-2a", "ap-northeast-2c",
+                                        "ap-northeast-2c"]}, id="arbiter-in-a-node-zone"),
+    pytest.param("mainnet", "availabilityZones", "zone names such as",
+                 {"availabilityZones": ["ap-northeast-2a", "eu-central-1b",
+                                        "ap-northeast-2b"]}, id="zone-of-other-region"),
+    pytest.param("mainnet", "serviceSubnetCidr", "node 2's",
+                 {"serviceSubnetCidr": "10.40.1.0/24"}, id="one-block-for-two-zones"),
+    pytest.param("mainnet", "heartbeatSubnetCidr", "disjoint",
+                 {"heartbeatSubnetCidr": ["10.40.2.0/24", "10.40.11.0/25"]},
+                 id="zone-subnets-overlap-across-zones"),
+    pytest.param("mainnet", "arbiterSubnetCidr", "of its own",
+                 {"arbiterSubnetCidr": "10.40.13.0/24"}, id="arbiter-overlaps-zone-2"),
+    pytest.param("testnet", "serviceSubnetCidr", "one block",
+                 {"serviceSubnetCidr": ["10.41.1.0/24", "10.41.11.0/24"]},
+                 id="two-blocks-for-one-zone"),
+    pytest.param("mainnet", "quorumArbiter", "remove the key", {"quorumArbiter": False},
+                 id="multi-az-without-arbiter"),
+    # The overlay IP: routed, so outside the VPC, in a range the NLB targets.
+    pytest.param("mainnet", "peerVip", "outside vpcCidr", {"peerVip": DROP},
+                 id="overlay-ip-missing"),
+    pytest.param("mainnet", "peerVip", "outside vpcCidr", {"peerVip": "10.40.1.100"},
+                 id="overlay-ip-inside-vpc"),
+    pytest.param("mainnet", "peerVip", "outside vpcCidr", {"peerVip": "198.51.100.10"},
+                 id="overlay-ip-public"),
+    pytest.param("mainnet", "citizenVip", "remove the key", {"citizenVip": "10.40.1.101"},
+                 id="citizen-vip-in-multi-az"),
 ]
 
 
@@ -226,3 +262,24 @@ def test_alert_email_is_optional():
     assert load("testnet", alertEmail="").alert_email is None
     assert load("mainnet", alertEmail="p-rep.ops+ha@example.co.uk").alert_email == \
         "p-rep.ops+ha@example.co.uk"
+
+
+def test_multi_az_places_each_node_in_its_zone():
+    cfg = load("mainnet")
+    assert cfg.multi_az and [z.name for z in cfg.zones] == ["ap-northeast-2a", "ap-northeast-2c"]
+    assert cfg.arbiter_zone == "ap-northeast-2b"
+    assert [n.zone for n in cfg.nodes] == list(cfg.zones)
+    assert cfg.nodes[0].service_ip == "10.40.1.11" and cfg.nodes[1].service_ip == "10.40.11.12"
+    assert (cfg.peer_vip, cfg.citizen_vip) == ("10.255.40.100", None)
+    # Defaults: node 2's zone takes the blocks ten /24s above node 1's.
+    cfg = load("mainnet", serviceSubnetCidr=DROP, heartbeatSubnetCidr=DROP)
+    assert [z.service_cidr for z in cfg.zones] == ["10.40.1.0/24", "10.40.11.0/24"]
+    assert [z.heartbeat_cidr for z in cfg.zones] == ["10.40.2.0/24", "10.40.12.0/24"]
+
+
+def test_one_zone_is_the_single_az_design_either_way():
+    one = load("testnet")
+    listed = load("testnet", availabilityZone=DROP, availabilityZones=["eu-central-1a"],
+                  serviceSubnetCidr=["10.41.1.0/24"])
+    assert one == listed and not one.multi_az
+    assert one.arbiter_zone == one.availability_zone == "eu-central-1a"

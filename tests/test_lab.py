@@ -20,7 +20,7 @@ from lab.drill import Drill
 from lab.netns import namespaces
 from lab.node import exec_in, exec_proc
 from lab.observe import roles_on
-from prep_ha.cluster.model import build_model
+from prep_ha.cluster.model import SERVICE_NIC, build_model
 from prep_ha.cluster.pcs import corosync_conf
 from prep_ha.config import load_stack_file
 
@@ -144,6 +144,31 @@ def test_ipaddr2_finds_the_nitro_nic_by_route_and_a_fixed_eth0_fails(lab):
     fixed = agent("start", nic="eth0")
     assert fixed.returncode == 6, fixed  # OCF_ERR_CONFIGURED: fatal, the group never starts
 
+
+def test_the_overlay_agent_finds_the_service_nic_by_its_boot_given_name(lab):
+    """Multi-AZ's aws-vpc-move-ip needs `interface` by name; the kernel's name varies with the
+    instance type and systemd, so prep-ha-network gives the service NIC a fixed altname. The
+    packaged agent's monitor (IMDS, then the address on that interface; no API call) and the
+    address it adds work through it on the node as booted."""
+    spec = lab.node(NODE2)
+    spare = CFG.service_subnet_cidr.replace(".0/24", ".151")
+    link = json.loads(exec_in(spec, "ip", "-j", "link", "show", "dev", "ens5"))
+    assert SERVICE_NIC in link[0].get("altnames", []), link
+
+    def monitor() -> int:
+        env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESKEY_ip": spare,
+               "OCF_RESKEY_interface": SERVICE_NIC, "OCF_RESKEY_routing_table": "rtb-unused",
+               "OCF_RESKEY_region": CFG.region, "OCF_RESKEY_CRM_meta_interval": "10000"}
+        return exec_proc(spec, "/usr/lib/ocf/resource.d/heartbeat/aws-vpc-move-ip", "monitor",
+                         env=env).returncode
+
+    assert monitor() == 7  # OCF_NOT_RUNNING
+    exec_in(spec, "ip", "addr", "add", f"{spare}/32", "dev", SERVICE_NIC)
+    try:
+        assert monitor() == 0
+    finally:
+        exec_in(spec, "ip", "addr", "del", f"{spare}/32", "dev", SERVICE_NIC)
+    assert monitor() == 7
 
 def test_vips_are_never_static_addresses_on_a_node(lab):
     """Defect: cloud-init pinned the VIP each ENI held at first boot (apply_full_imds...)."""

@@ -41,8 +41,10 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown
 from policies.prep_ha_policies import POLICIES
 from policies.prep_ha_policies.argv import argv_findings
 from policies.prep_ha_policies.keystore import policy_gaps
+from policies.prep_ha_policies.placement import node_zones
 from policies.prep_ha_policies.rules import ingress_rules
 from policies.prep_ha_policies.secrets import secret_findings
+from policies.prep_ha_policies.topology import is_multi_az, overlay_ips
 from prep_ha.payload import Payload
 from prep_ha.userdata import decode_user_data, encode_user_data
 from tests.fixtures.fake_keys import FAKE_RSA_PEM, PEM_HEADER
@@ -706,13 +708,15 @@ def _levels(stack: str) -> dict[str, str]:
     return levels
 
 
-def test_mainnet_enforces_every_policy() -> None:
-    assert set(_levels("mainnet").values()) == {"mandatory"}
+def test_mainnet_enforces_every_policy_but_the_zone_advice() -> None:
+    relaxed = {n: lvl for n, lvl in _levels("mainnet").items() if lvl != "mandatory"}
+    assert relaxed == {"topology-mainnet-multi-az": "advisory"}
 
 
-def test_testnet_relaxes_only_the_mainnet_guard() -> None:
+def test_testnet_relaxes_only_the_mainnet_guards() -> None:
     relaxed = {n: lvl for n, lvl in _levels("testnet").items() if lvl != "mandatory"}
-    assert relaxed == {"mainnet-termination-protection": "advisory"}
+    assert relaxed == {"mainnet-termination-protection": "advisory",
+                       "topology-mainnet-multi-az": "advisory"}
 
 
 def test_pack_entry_point_registers_every_policy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -748,3 +752,208 @@ def test_a_fence_race_favouring_peer_is_a_split_rule_too() -> None:
     push.inputs["stdin"] = script
     found = judge("testnet", resources)
     assert "quorum-split-rule" not in failing(found)
+
+
+# --- multi-AZ topology (mainnet: three zones and an overlay IP; testnet: one zone) ----------
+
+SUBNET = "aws:ec2/subnet:Subnet"
+ENI = "aws:ec2/networkInterface:NetworkInterface"
+ROUTE = "aws:ec2/route:Route"
+ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+OVERLAY_IP = "10.255.40.100"
+
+
+def by_id(resources: list[CapturedResource], id_: str) -> CapturedResource:
+    return one(resources, lambda r: r.id == id_)
+
+
+def service_eni(resources: list[CapturedResource], node: int) -> CapturedResource:
+    instance = nodes_by_number(resources)[node]
+    return by_id(resources, instance.inputs["primaryNetworkInterface"]["networkInterfaceId"])
+
+
+def nodes_by_number(resources: list[CapturedResource]) -> dict[int, CapturedResource]:
+    return {int(n.inputs["tags"]["prep-ha:node"].rsplit("-", 1)[1]): n for n in nodes(resources)}
+
+
+def node_zone(resources: list[CapturedResource], node: int) -> str:
+    return by_id(resources, service_eni(resources, node).inputs["subnetId"]).inputs[
+        "availabilityZone"]
+
+
+def _arbiter_in_node_1_zone(resources: list[CapturedResource], stack: str) -> None:
+    arbiter = one(resources, lambda r: r.type == INSTANCE
+                  and r.inputs["tags"].get("prep-ha:role") == "arbiter")
+    by_id(resources, arbiter.inputs["subnetId"]).inputs["availabilityZone"] = \
+        node_zone(resources, 1)
+
+
+def _node_2_in_node_1_zone(resources: list[CapturedResource], stack: str) -> None:
+    zone, name = node_zone(resources, 1), nodes_by_number(resources)[2].inputs["tags"][
+        "prep-ha:node"]
+    for eni in (r for r in resources if r.type == ENI and r.inputs["tags"].get(
+            "prep-ha:node") == name):
+        by_id(resources, eni.inputs["subnetId"]).inputs["availabilityZone"] = zone
+
+
+def _overlay_route_dropped_from_a_public_table(resources: list[CapturedResource],
+                                               stack: str) -> None:
+    lb = one(resources, lambda r: r.type == "aws:lb/loadBalancer:LoadBalancer")
+    public = lb.inputs["subnetMappings"][-1]["subnetId"]
+    table = one(resources, lambda r: r.type.endswith("/routeTableAssociation:RouteTableAssociation")
+                and r.inputs["subnetId"] == public).inputs["routeTableId"]
+    resources.remove(one(resources, lambda r: r.type == ROUTE and r.inputs["routeTableId"]
+                         == table and r.inputs["destinationCidrBlock"] == f"{OVERLAY_IP}/32"))
+
+
+def _overlay_ip_inside_vpc(resources: list[CapturedResource], stack: str) -> None:
+    inside = "10.40.1.100"
+    for command in (r for r in resources if r.type == COMMAND and "stdin" in r.inputs):
+        command.inputs["stdin"] = command.inputs["stdin"].replace(f"ip={OVERLAY_IP} ",
+                                                                  f"ip={inside} ")
+    assert f"ip={inside} " in cib_push(resources).inputs["stdin"]
+    for route in (r for r in resources if r.type == ROUTE):
+        if route.inputs["destinationCidrBlock"] == f"{OVERLAY_IP}/32":
+            route.inputs["destinationCidrBlock"] = f"{inside}/32"
+
+
+def _source_dest_check_on(resources: list[CapturedResource], stack: str) -> None:
+    service_eni(resources, 2).inputs["sourceDestCheck"] = True
+
+
+def _ec2_endpoint(resources: list[CapturedResource]) -> CapturedResource:
+    return one(resources, lambda r: r.type == ENDPOINT
+               and r.inputs["serviceName"].endswith(".ec2"))
+
+
+def _ec2_endpoint_in_node_1_zone_only(resources: list[CapturedResource], stack: str) -> None:
+    _ec2_endpoint(resources).inputs["subnetIds"] = [service_eni(resources, 1).inputs["subnetId"]]
+
+
+def _ec2_endpoint_removed(resources: list[CapturedResource], stack: str) -> None:
+    resources.remove(_ec2_endpoint(resources))
+
+
+def _route_grant(edit: Callable[[dict], None]) -> Mutation:
+    def mutate(resources: list[CapturedResource], stack: str) -> None:
+        rp = one(resources, lambda r: "fencing" in r.name and r.type.endswith("RolePolicy"))
+        doc = json.loads(rp.inputs["policy"])
+        (stmt,) = [s for s in doc["Statement"] if "ec2:ReplaceRoute" in s["Action"]]
+        edit(stmt)
+        rp.inputs["policy"] = json.dumps(doc)
+    return mutate
+
+
+def _add_route_grant(resources: list[CapturedResource], stack: str) -> None:
+    """Testnet's role moves no route; a grant added anyway is judged too."""
+    rp = one(resources, lambda r: "fencing" in r.name and r.type.endswith("RolePolicy"))
+    doc = json.loads(rp.inputs["policy"])
+    doc["Statement"].append({"Effect": "Allow", "Action": "ec2:*Route", "Resource": "*"})
+    rp.inputs["policy"] = json.dumps(doc)
+
+
+TOPOLOGY_MUTATIONS: dict[str, tuple[Mutation, str, str, tuple[str, ...]]] = {
+    # name: (mutation, the one policy that must fail, words of its message, stacks)
+    "arbiter-in-node-1-zone": (_arbiter_in_node_1_zone, "topology-multi-az-placement",
+                               "The quorum arbiter is in ap-northeast-2a", ("mainnet",)),
+    "node-2-in-node-1-zone": (_node_2_in_node_1_zone, "topology-multi-az-placement",
+                              "are both in ap-northeast-2a", ("mainnet",)),
+    "overlay-route-missing-in-a-public-table": (
+        _overlay_route_dropped_from_a_public_table, "topology-overlay-routing",
+        f"(a subnet of the load balancer) has no route to {OVERLAY_IP}/32", ("mainnet",)),
+    "overlay-ip-inside-the-vpc": (_overlay_ip_inside_vpc, "topology-overlay-routing",
+                                  "The overlay IP 10.40.1.100 is inside the VPC's 10.40.0.0/16",
+                                  ("mainnet",)),
+    "overlay-eni-source-dest-check": (_source_dest_check_on, "topology-overlay-routing",
+                                      "checks source/destination", ("mainnet",)),
+    "ec2-endpoint-in-one-zone": (_ec2_endpoint_in_node_1_zone_only,
+                                 "topology-api-endpoints-per-zone",
+                                 "No ec2 Interface endpoint has a subnet in ap-northeast-2c",
+                                 ("mainnet",)),
+    "ec2-endpoint-removed": (_ec2_endpoint_removed, "topology-api-endpoints-per-zone",
+                             "No Interface endpoint for ec2", ("mainnet",)),
+    "route-grant-on-any-resource": (
+        _route_grant(lambda s: s.update(Resource="*")), "topology-route-iam-scope",
+        "allows ec2:ReplaceRoute on *", ("mainnet",)),
+    "route-grant-unconditioned": (_route_grant(lambda s: s.pop("Condition")),
+                                  "topology-route-iam-scope", "allows ec2:ReplaceRoute on arn:",
+                                  ("mainnet",)),
+    "route-grant-added-single-az": (
+        _add_route_grant, "topology-route-iam-scope",
+        "allows ec2:ReplaceRoute, ec2:CreateRoute, ec2:DeleteRoute on *", ("testnet",)),
+}
+
+
+@pytest.mark.parametrize(("case", "stack"), [(c, s) for c in sorted(TOPOLOGY_MUTATIONS)
+                                             for s in TOPOLOGY_MUTATIONS[c][3]])
+def test_mutating_the_topology_fails_exactly_the_matching_policy(case: str, stack: str) -> None:
+    mutate, policy, words, _ = TOPOLOGY_MUTATIONS[case]
+    resources = program(stack)
+    mutate(resources, stack)
+    found = judge(stack, resources)
+    assert failing(found) == {policy}, found
+    assert any(words in m for m in messages(found, policy)), messages(found, policy)
+    assert all("Fix:" in m for m in messages(found, policy))
+
+
+def test_the_topology_policies_have_something_to_judge() -> None:
+    mainnet = [policy_resource(r, "mainnet") for r in program("mainnet")]
+    assert overlay_ips(mainnet).keys() == {OVERLAY_IP}
+    assert is_multi_az(mainnet)
+    assert len({z for _, z in node_zones(mainnet)} - {None}) == 2
+    testnet = [policy_resource(r, "testnet") for r in program("testnet")]
+    assert not is_multi_az(testnet) and not overlay_ips(testnet)
+    assert {z for _, z in node_zones(testnet)} == {"eu-central-1a"}
+
+
+def test_a_single_az_mainnet_stack_is_advised_not_blocked() -> None:
+    resources = program("testnet")
+    config = {"topology-mainnet-multi-az": {"iconNetwork": "MainNet"}}
+    found = evaluate([policy_resource(r, "testnet") for r in resources], stack="testnet",
+                     config=config)
+    assert failing(found) == {"topology-mainnet-multi-az"}
+    (message,) = messages(found, "topology-mainnet-multi-az")
+    assert "Both MainNet nodes are in eu-central-1a" in message and "Fix:" in message
+    assert _levels("mainnet")["topology-mainnet-multi-az"] == "advisory"
+
+
+def test_zones_follow_property_dependencies_in_preview() -> None:
+    """A preview: no id is known, only the engine's dependencies link instance, ENI, subnet."""
+    def node(n: int, zone: str) -> list[PolicyResource]:
+        subnet = res(SUBNET, f"subnet-{n}", id=UNKNOWN_STRING_VALUE, availabilityZone=zone)
+        eni = res(ENI, f"eni-{n}", deps={"subnetId": [subnet]}, id=UNKNOWN_STRING_VALUE,
+                  subnetId=UNKNOWN_STRING_VALUE, sourceDestCheck=False)
+        instance = res(INSTANCE, f"node-{n}", deps={"primaryNetworkInterface": [eni]},
+                       primaryNetworkInterface={"networkInterfaceId": UNKNOWN_STRING_VALUE},
+                       tags={"prep-ha:node": f"n-{n}"})
+        return [subnet, eni, instance]
+    arbiter_subnet = res(SUBNET, "arbiter-subnet", id=UNKNOWN_STRING_VALUE,
+                         availabilityZone="eu-central-1b")
+    arbiter = res(INSTANCE, "arbiter", deps={"subnetId": [arbiter_subnet]},
+                  subnetId=UNKNOWN_STRING_VALUE, tags={"prep-ha:role": "arbiter"})
+    stack = [*node(1, "eu-central-1a"), *node(2, "eu-central-1a"), arbiter_subnet, arbiter]
+    found = evaluate(stack, policies=only("topology-multi-az-placement"))
+    assert "Nodes n-1 and n-2 are both in eu-central-1a" in messages(
+        found, "topology-multi-az-placement")[0]
+
+
+@pytest.mark.parametrize(("stmt", "scoped"), [
+    ({"Resource": "arn:aws:ec2:eu-central-1:*:route-table/*",
+      "Condition": {"StringEquals": {"aws:ResourceTag/prep-ha:cluster": "c"}}}, True),
+    ({"Resource": "arn:aws:ec2:eu-central-1:*:route-table/*",
+      "Condition": {"StringNotEquals": {"aws:ResourceTag/prep-ha:cluster": "c"}}}, False),
+    ({"Resource": "arn:aws:ec2:eu-central-1:*:route-table/*",
+      "Condition": {"StringEquals": {"aws:ResourceTag/Name": "c"}}}, False),
+    ({"Resource": "arn:aws:ec2:eu-central-1:*:*",
+      "Condition": {"StringEquals": {"ec2:ResourceTag/prep-ha:cluster": "c"}}}, False),
+    ({"NotResource": "arn:aws:ec2:eu-central-1:*:instance/*",
+      "Condition": {"StringLike": {"aws:ResourceTag/prep-ha:cluster": "c"}}}, False),
+])
+def test_route_grants_need_route_tables_and_the_cluster_tag(stmt: dict, scoped: bool) -> None:
+    doc = json.dumps({"Statement": [*json.loads(FENCE_DOC)["Statement"],
+                                    {"Effect": "Allow", "Action": "ec2:ReplaceRoute", **stmt}]})
+    resources = _fencing_stack()
+    resources[2] = res("aws:iam/rolePolicy:RolePolicy", "fencing",
+                       deps={"role": [resources[0]]}, role=UNKNOWN_STRING_VALUE, policy=doc)
+    found = evaluate(resources, policies=only("topology-route-iam-scope"))
+    assert (found["topology-route-iam-scope"] == []) is scoped

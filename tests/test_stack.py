@@ -19,6 +19,7 @@ from tests.pulumi_mocks import (
     FAKE_KEYSTORE_PASSWORD,
     FAKE_SECRET_VALUES,
     PROJECT_DIR,
+    CapturedResource,
     ProgramRun,
     run_program,
     run_stack,
@@ -34,6 +35,10 @@ INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+ROUTE = "aws:ec2/route:Route"
+NAT = "aws:ec2/natGateway:NatGateway"
+LB = "aws:lb/loadBalancer:LoadBalancer"
+TARGET = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
 RTA = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 EIP = "aws:ec2/eip:Eip"
 SECRET = "aws:secretsmanager/secret:Secret"
@@ -65,7 +70,18 @@ def cfg_of(stack: str):
 
 
 def stack_of(run: ProgramRun) -> str:
-    return "mainnet" if run.outputs["peerVip"].startswith("10.40.") else "testnet"
+    # The stack files leave clusterName at its default, prep-ha-<stack>.
+    nat = run.of_type(NAT)[0]
+    return nat.inputs["tags"]["prep-ha:cluster"].removeprefix("prep-ha-")
+
+
+def suffix(cfg, zone_index: int) -> str:
+    """A node zone's name suffix: none single-AZ (the names stacks have), -1, -2 multi-AZ."""
+    return f"-{zone_index + 1}" if cfg.multi_az else ""
+
+
+def zone_of(cfg, node_index: int) -> int:
+    return cfg.zones.index(cfg.nodes[node_index].zone)
 
 
 def nodes_of(run: ProgramRun) -> list:
@@ -79,7 +95,8 @@ def one(run: ProgramRun, type_token: str, name: str):
 
 
 def test_resource_counts(run):
-    counts = {t: len(run.of_type(t)) for t in (
+    multi_az = cfg_of(stack_of(run)).multi_az
+    counts = {t: len(run.of_type(t)) for t in (ROUTE,
         INSTANCE, ENI, ENI_ATTACHMENT, SUBNET, "aws:ec2/placementGroup:PlacementGroup",
         "aws:ebs/volume:Volume", "aws:ec2/volumeAttachment:VolumeAttachment",
         "aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup",
@@ -87,7 +104,7 @@ def test_resource_counts(run):
         "aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile", ROLE_POLICY,
         "aws:ec2/natGateway:NatGateway", SG, EIP, KMS_KEY, SECRET_POLICY, ENDPOINT,
         LOCAL_COMMAND, BUCKET, BUCKET_OBJECT, BUCKET_POLICY)}
-    assert counts == {
+    single_az = {
         INSTANCE: 3, ENI: 6, ENI_ATTACHMENT: 4, SUBNET: 5,
         "aws:ec2/placementGroup:PlacementGroup": 1, "aws:ebs/volume:Volume": 2,
         "aws:ec2/volumeAttachment:VolumeAttachment": 2, "aws:lb/loadBalancer:LoadBalancer": 1,
@@ -107,37 +124,85 @@ def test_resource_counts(run):
         BUCKET: 1, BUCKET_OBJECT: 3, BUCKET_POLICY: 1,
         # NAT, NLB and the two management addresses (managementAccess public).
         EIP: 4,
+        # Single-AZ tables keep their routes inline.
+        ROUTE: 0,
     }
+    # Multi-AZ: four subnets, a NAT gateway and an NLB address per node zone; the failover
+    # path's APIs as endpoints too; default routes (public, service, management per zone)
+    # and the overlay routes (service and public per zone) as separate resources.
+    assert counts == single_az if not multi_az else {
+        **single_az, SUBNET: 9, "aws:ec2/natGateway:NatGateway": 2, EIP: 6, ENDPOINT: 5,
+        ROUTE: 6 + 4}
 
 
-def test_subnets_in_one_az_with_configured_cidrs(run):
+def _zone_subnets(cfg) -> dict[str, tuple[str, str]]:
+    """Subnet name -> (block, zone) the config asks for: each node zone's four, the arbiter's."""
+    expected = {"arbiter-subnet": (cfg.arbiter_subnet_cidr, cfg.arbiter_zone)}
+    for i, zone in enumerate(cfg.zones):
+        for role in ("public", "service", "heartbeat", "management"):
+            expected[f"network-{role}{suffix(cfg, i)}"] = (getattr(zone, f"{role}_cidr"),
+                                                           zone.name)
+    return expected
+
+
+def test_subnets_in_their_zones_with_configured_cidrs(run):
     cfg = cfg_of(stack_of(run))
-    subnets = {r.name.removeprefix("network-"): r.inputs for r in run.of_type(SUBNET)}
-    assert {k: v["cidrBlock"] for k, v in subnets.items()} == {
-        "public": cfg.public_subnet_cidr, "service": cfg.service_subnet_cidr,
-        "heartbeat": cfg.heartbeat_subnet_cidr, "management": cfg.management_subnet_cidr,
-        "arbiter-subnet": cfg.arbiter_subnet_cidr,
-    }
-    assert {v["availabilityZone"] for v in subnets.values()} == {cfg.availability_zone}
+    subnets = {r.name: r.inputs for r in run.of_type(SUBNET)}
+    assert {k: (v["cidrBlock"], v["availabilityZone"]) for k, v in subnets.items()} == \
+        _zone_subnets(cfg)
     assert not any(v.get("mapPublicIpOnLaunch") for v in subnets.values())
+    zones = {v["availabilityZone"] for v in subnets.values()}
+    if cfg.multi_az:
+        # Node 1's zone, node 2's, and the arbiter's: the loss of any one leaves a quorum.
+        assert len(zones) == 3 and cfg.arbiter_zone not in {z.name for z in cfg.zones}
+    else:
+        assert zones == {cfg.availability_zone}
+
+
+def _table_of(run: ProgramRun, subnet_name: str) -> CapturedResource:
+    subnet = one(run, SUBNET, subnet_name)
+    rta = next(r for r in run.of_type(RTA) if r.inputs["subnetId"] == subnet.id)
+    return run.by_id(rta.inputs["routeTableId"])
+
+
+def _routes_of(run: ProgramRun, table: CapturedResource) -> list[dict]:
+    """A table's routes: inline (single-AZ) and separate aws.ec2.Route resources (multi-AZ)."""
+    separate = [{k: v for k, v in r.inputs.items() if k != "routeTableId"}
+                for r in run.of_type(ROUTE) if r.inputs["routeTableId"] == table.id]
+    return [*table.inputs.get("routes", []), *separate]
 
 
 def _default_route_of(run: ProgramRun, subnet_name: str) -> dict | None:
-    subnet = one(run, SUBNET, subnet_name)
-    rta = next(r for r in run.of_type(RTA) if r.inputs["subnetId"] == subnet.id)
-    table = run.by_id(rta.inputs["routeTableId"])
-    routes = [r for r in table.inputs.get("routes", []) if r.get("cidrBlock") == "0.0.0.0/0"]
+    routes = [r for r in _routes_of(run, _table_of(run, subnet_name))
+              if "0.0.0.0/0" in (r.get("cidrBlock"), r.get("destinationCidrBlock"))]
+    assert len(routes) <= 1
     return routes[0] if routes else None
 
 
 def test_routes(run):
+    cfg = cfg_of(stack_of(run))
     igw = run.of_type("aws:ec2/internetGateway:InternetGateway")[0]
-    nat = run.of_type("aws:ec2/natGateway:NatGateway")[0]
-    assert _default_route_of(run, "network-public")["gatewayId"] == igw.id
-    assert _default_route_of(run, "network-service")["natGatewayId"] == nat.id
-    assert _default_route_of(run, "network-heartbeat") is None
-    assert _default_route_of(run, "network-management")["gatewayId"] == igw.id
-    assert run.by_id(nat.inputs["subnetId"]).name == "network-public"
+    nats = run.of_type(NAT)
+    assert len(nats) == len(cfg.zones)
+    for i in range(len(cfg.zones)):
+        sfx = suffix(cfg, i)
+        # Each node zone's egress through its own NAT gateway, in its own public subnet.
+        nat = one(run, NAT, f"network-nat{sfx}")
+        assert run.by_id(nat.inputs["subnetId"]).name == f"network-public{sfx}"
+        assert _default_route_of(run, f"network-public{sfx}")["gatewayId"] == igw.id
+        assert _default_route_of(run, f"network-service{sfx}")["natGatewayId"] == nat.id
+        assert _default_route_of(run, f"network-heartbeat{sfx}") is None
+        assert _default_route_of(run, f"network-management{sfx}")["gatewayId"] == igw.id
+    for table in run.of_type(ROUTE_TABLE):
+        # Terraform refuses inline routes beside aws.ec2.Route on one table.
+        separate = any(r.inputs["routeTableId"] == table.id for r in run.of_type(ROUTE))
+        assert not (separate and table.inputs.get("routes"))
+        assert ("routes" not in table.inputs) is (cfg.multi_az and table.name != "arbiter-rt")
+        # aws-vpc-move-ip's ReplaceRoute is allowed on tables with the cluster tag only.
+        assert table.inputs["tags"]["prep-ha:cluster"] == cfg.cluster_name
+    # The arbiter's first boot goes out through node 1's zone's NAT gateway.
+    assert _default_route_of(run, "arbiter-subnet")["natGatewayId"] == \
+        one(run, NAT, f"network-nat{suffix(cfg, 0)}").id
 
 
 def test_private_management_has_no_internet_route_and_no_eip():
@@ -162,17 +227,26 @@ def test_enis_device_indexes_subnets_and_fixed_addresses(run):
     instances = nodes_of(run)
     vips = (cfg.peer_vip, cfg.citizen_vip)
     for index, (instance, addresses) in enumerate(zip(instances, cfg.nodes, strict=True)):
-        # Device 0 is the service ENI: awsvip moves the VIP to the primary MAC's ENI.
+        # Node n in zone n multi-AZ; both in the one zone single-AZ.
+        assert addresses.zone == cfg.zones[index if cfg.multi_az else 0]
+        sfx = suffix(cfg, zone_of(cfg, index))
+        # Device 0 is the service ENI: the VIP agents act on the primary MAC's ENI.
         service = run.by_id(instance.inputs["primaryNetworkInterface"]["networkInterfaceId"])
-        assert run.by_id(service.inputs["subnetId"]).name == "network-service"
-        assert service.inputs["privateIpLists"] == [addresses.service_ip, vips[index]]
+        assert run.by_id(service.inputs["subnetId"]).name == f"network-service{sfx}"
+        if cfg.multi_az:
+            # The overlay IP reaches the ENI by route: no secondary IP, no address check.
+            assert service.inputs["privateIpLists"] == [addresses.service_ip]
+            assert service.inputs["sourceDestCheck"] is False
+        else:
+            assert service.inputs["privateIpLists"] == [addresses.service_ip, vips[index]]
+            assert "sourceDestCheck" not in service.inputs
         attached = {a.inputs["deviceIndex"]: run.by_id(a.inputs["networkInterfaceId"])
                     for a in run.of_type(ENI_ATTACHMENT)
                     if a.inputs["instanceId"] == instance.id}
         assert sorted(attached) == [1, 2]
-        assert run.by_id(attached[1].inputs["subnetId"]).name == "network-heartbeat"
+        assert run.by_id(attached[1].inputs["subnetId"]).name == f"network-heartbeat{sfx}"
         assert attached[1].inputs["privateIpLists"] == [addresses.heartbeat_ip]
-        assert run.by_id(attached[2].inputs["subnetId"]).name == "network-management"
+        assert run.by_id(attached[2].inputs["subnetId"]).name == f"network-management{sfx}"
         assert attached[2].inputs["privateIpLists"] == [addresses.management_ip]
         for eni in (service, attached[1], attached[2]):
             # awsvip's IAM permission is conditioned on this tag.
@@ -219,7 +293,9 @@ def test_data_volumes_encrypted_and_attached_as_sdf(run):
         assert volume.inputs["encrypted"] is True
         assert volume.inputs["type"] == "gp3"
         assert volume.inputs["size"] == cfg.data_volume_gib
-        assert volume.inputs["availabilityZone"] == cfg.availability_zone
+    # Each node's volume in its node's zone (an EBS volume attaches inside its AZ only).
+    assert [one(run, "aws:ebs/volume:Volume", f"nodes-{n}-data").inputs["availabilityZone"]
+            for n in (1, 2)] == [a.zone.name for a in cfg.nodes]
     attachments = run.of_type("aws:ec2/volumeAttachment:VolumeAttachment")
     assert {a.inputs["volumeId"] for a in attachments} == {v.id for v in volumes}
     assert {a.inputs["instanceId"] for a in attachments} == {i.id for i in nodes_of(run)}
@@ -261,12 +337,16 @@ def test_security_group_rules(run):
     assert sorted(r["cidrIpv4"] for r in heartbeat if r["ipProtocol"] == "udp") == \
         hosts(n.heartbeat_ip for n in cfg.nodes)
     assert all(r["cidrIpv4"] in hosts(n.heartbeat_ip for n in cfg.nodes) for r in heartbeat)
+    # Out to every node zone's heartbeat subnet only: multi-AZ, link 0 crosses the zones.
+    assert sorted(r["cidrIpv4"] for r in _rules(run, "network-heartbeat-sg", EGRESS)) == \
+        sorted(z.heartbeat_cidr for z in cfg.zones)
 
     # SSH only from admins: they run pcs on a node, pcsd never faces the admin networks. The
     # cluster metrics only from inside the management subnet.
     management = _rules(run, "network-management-sg")
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in management) == \
-        sorted([(22, c) for c in cfg.admin_cidrs] + [(9664, cfg.management_subnet_cidr)])
+        sorted([(22, c) for c in cfg.admin_cidrs]
+               + [(9664, z.management_cidr) for z in cfg.zones])
     assert {r["ipProtocol"] for r in management} == {"tcp"}
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in heartbeat if r["ipProtocol"] == "tcp") \
         == [(2224, h) for h in hosts(n.heartbeat_ip for n in cfg.nodes)]
@@ -275,34 +355,51 @@ def test_security_group_rules(run):
     assert [(r["fromPort"], r["cidrIpv4"]) for r in endpoint] == [(443, cfg.vpc_cidr)]
 
 
-def test_secrets_manager_is_reached_inside_the_vpc(run):
+def test_aws_apis_are_reached_inside_the_vpc(run):
+    """Secrets Manager always (its policies refuse the node role outside the VPC); multi-AZ
+    also every API on the failover path, with an ENI in each node zone's service subnet."""
     cfg = cfg_of(stack_of(run))
-    [endpoint] = [e for e in run.of_type(ENDPOINT) if e.inputs["vpcEndpointType"] != "Gateway"]
-    assert endpoint.inputs["serviceName"] == f"com.amazonaws.{cfg.region}.secretsmanager"
-    assert endpoint.inputs["vpcEndpointType"] == "Interface"
-    assert endpoint.inputs["privateDnsEnabled"] is True  # the nodes' SDK calls go through it
-    assert run.by_id(endpoint.inputs["subnetIds"][0]).name == "network-service"
+    endpoints = {e.inputs["serviceName"].removeprefix(f"com.amazonaws.{cfg.region}."): e
+                 for e in run.of_type(ENDPOINT) if e.inputs["vpcEndpointType"] != "Gateway"}
+    expected = {"secretsmanager", "ec2", "sns", "monitoring"} if cfg.multi_az \
+        else {"secretsmanager"}
+    assert set(endpoints) == expected
+    [sg] = [g for g in run.of_type(SG) if g.name == "network-secrets-endpoint-sg"]
+    for service, endpoint in endpoints.items():
+        assert endpoint.name == f"network-{service}"
+        assert endpoint.inputs["vpcEndpointType"] == "Interface"
+        assert endpoint.inputs["privateDnsEnabled"] is True  # the nodes' SDK calls go through it
+        assert endpoint.inputs["securityGroupIds"] == [sg.id]
+        assert [run.by_id(i).name for i in endpoint.inputs["subnetIds"]] == \
+            [f"network-service{suffix(cfg, z)}" for z in range(len(cfg.zones))]
 
 
 def test_nlb_targets_the_peer_vip(run):
     cfg = cfg_of(stack_of(run))
-    nlb = run.of_type("aws:lb/loadBalancer:LoadBalancer")[0].inputs
+    nlb = run.of_type(LB)[0].inputs
     assert nlb["loadBalancerType"] == "network"
     assert nlb["internal"] is False
-    [mapping] = nlb["subnetMappings"]
-    assert run.by_id(mapping["subnetId"]).name == "network-public"
-    assert run.by_id(mapping["allocationId"]).type == EIP
+    # One mapping, with its own Elastic IP, per node zone's public subnet.
+    mappings = nlb["subnetMappings"]
+    assert [run.by_id(m["subnetId"]).name for m in mappings] == \
+        [f"network-public{suffix(cfg, z)}" for z in range(len(cfg.zones))]
+    assert [run.by_id(m["allocationId"]).name for m in mappings] == \
+        [f"peer-lb-eip{suffix(cfg, z)}" for z in range(len(cfg.zones))]
+    # Multi-AZ the target is in one zone at a time; single-AZ stacks keep the attribute unset.
+    assert nlb.get("enableCrossZoneLoadBalancing") is (True if cfg.multi_az else None)
     groups = run.of_type("aws:lb/targetGroup:TargetGroup")
     assert {g.inputs["targetType"] for g in groups} == {"ip"}
     assert sorted(g.inputs["port"] for g in groups) == [7100, 9000]
     for group in groups:
         assert group.inputs["healthCheck"]["protocol"] == "TCP"
         assert group.inputs["healthCheck"]["interval"] <= 10
-    targets = run.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    targets = run.of_type(TARGET)
     assert sorted((t.inputs["targetId"], t.inputs["port"]) for t in targets) == [
         (cfg.peer_vip, 7100), (cfg.peer_vip, 9000)]
     for target in targets:
         assert run.by_id(target.inputs["targetGroupArn"]).inputs["port"] == target.inputs["port"]
+        # An IP target outside the VPC (the overlay IP) is only accepted in zone "all".
+        assert target.inputs.get("availabilityZone") == ("all" if cfg.multi_az else None)
     listeners = run.of_type("aws:lb/listener:Listener")
     assert sorted(ls.inputs["port"] for ls in listeners) == [7100, 9000]
     for listener in listeners:
@@ -315,8 +412,15 @@ def test_iam_exactly_what_the_agents_need(run):
     policies = {r.name: json.loads(r.inputs["policy"]) for r in run.of_type(ROLE_POLICY)}
     statements = policies["node-iam-fencing-and-vip"]["Statement"]
     actions = {a for s in statements for a in s["Action"]}
-    assert actions == {"ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances",
-                       "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
+    fencing = {"ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances"}
+    if cfg.multi_az:
+        # aws-vpc-move-ip: routes on the cluster's tables; no private IP ever moves.
+        assert actions == fencing | {"ec2:DescribeRouteTables", "ec2:ReplaceRoute"}
+        [move] = [s for s in statements if "ec2:ReplaceRoute" in s["Action"]]
+        assert move["Resource"] == f"arn:aws:ec2:{cfg.region}:*:route-table/*"
+    else:
+        assert actions == fencing | {"ec2:AssignPrivateIpAddresses",
+                                     "ec2:UnassignPrivateIpAddresses"}
     for statement in statements:
         if any(not a.startswith("ec2:Describe") for a in statement["Action"]):
             assert statement["Resource"] != "*"
@@ -442,7 +546,8 @@ def test_each_instance_installs_the_payload_its_tag_names_from_the_stacks_bucket
     tables = {run.by_id(t).name for t in s3.inputs["routeTableIds"]} | {
         run.by_id(a.inputs["routeTableId"]).name for a in run.of_type(
             "aws:ec2/vpcEndpointRouteTableAssociation:VpcEndpointRouteTableAssociation")}
-    assert tables == {"network-service-rt", "arbiter-rt"}
+    assert tables == {"arbiter-rt", *(f"network-service{suffix(cfg, z)}-rt"
+                                      for z in range(len(cfg.zones)))}
     for role in run.of_type(ROLE_POLICY):
         if role.name.endswith("read-payloads"):
             [st] = json.loads(role.inputs["policy"])["Statement"]
@@ -457,8 +562,18 @@ def test_ssh_key_and_outputs(run):
     outputs = run.outputs
     assert run.secret_outputs == {"sshPrivateKey"}
     assert outputs["peerVip"] == cfg.peer_vip and outputs["citizenVip"] == cfg.citizen_vip
-    assert set(outputs) >= {"nlbDnsName", "nlbPublicIp", "instanceIds", "managementIps",
+    assert set(outputs) >= {"nlbDnsName", "p2pEndpoint", "instanceIds", "managementIps",
                             "sshCommand", "pcsStatusCommand", "sshKeyCommand"}
+    # What the P-Rep registers: the Elastic IP single-AZ; multi-AZ the NLB's name, which
+    # answers with the healthy zones' addresses only.
+    nlb_ips = [one(run, EIP, f"peer-lb-eip{suffix(cfg, z)}").outputs["publicIp"]
+               for z in range(len(cfg.zones))]
+    if cfg.multi_az:
+        assert outputs["nlbPublicIps"] == nlb_ips and "nlbPublicIp" not in outputs
+        assert outputs["p2pEndpoint"] == f"{outputs['nlbDnsName']}:7100"
+    else:
+        assert [outputs["nlbPublicIp"]] == nlb_ips and "nlbPublicIps" not in outputs
+        assert outputs["p2pEndpoint"] == f"{outputs['nlbPublicIp']}:7100"
     assert list(outputs["instanceIds"]) == list(cfg.node_names)
     eips = {e.inputs.get("associateWithPrivateIp"): e for e in run.of_type(EIP)}
     for node, address in zip(cfg.node_names, cfg.nodes, strict=True):
@@ -526,15 +641,87 @@ def test_pulumi_does_not_fight_pacemaker_or_replace_live_nodes(runs):
     for stack, run in runs.items():
         for eni in run.of_type(ENI):
             if eni.name.endswith("-service-eni"):
-                # awsvip moves the VIPs; the next `up` must not move them back.
+                # awsvip moves the VIPs (multi-AZ: the ENI keeps its own address, and the
+                # same rule costs nothing); the next `up` must not move them back.
                 assert {"privateIpLists", "privateIps", "privateIpsCount"} <= \
                     set(eni.ignore_changes)
             else:
                 assert not eni.ignore_changes
         for instance in run.of_type(INSTANCE):
             assert {"ami", "userDataBase64"} <= set(instance.ignore_changes)
+        # aws-vpc-move-ip moves the overlay routes; the default routes are Pulumi's alone.
+        for route in run.of_type(ROUTE):
+            overlay = route.inputs["destinationCidrBlock"] != "0.0.0.0/0"
+            assert route.ignore_changes == (("networkInterfaceId",) if overlay else ())
         mainnet = stack == "mainnet"
         assert all(v.protect is mainnet for v in run.of_type("aws:ebs/volume:Volume"))
+
+
+OVERLAY = "icon-prep-ha:overlay:PeerOverlayRoutes"
+
+
+def test_multi_az_overlay_routes_start_at_node_1_and_are_left_to_pacemaker(runs):
+    """aws-vpc-move-ip's start only replaces the peer's /32 routes: they exist, in every
+    table that must reach the overlay IP (the nodes' and the NLB's), before the cluster
+    starts, pointing at node 1's service ENI; Pulumi never moves them back."""
+    run, cfg = runs["mainnet"], cfg_of("mainnet")
+    node_1 = nodes_of(run)[0].inputs["primaryNetworkInterface"]["networkInterfaceId"]
+    overlay = [r for r in run.of_type(ROUTE)
+               if r.inputs["destinationCidrBlock"] == f"{cfg.peer_vip}/32"]
+    tables = {f"{role}-{z}": one(run, ROUTE_TABLE, f"network-{role}-{z}-rt").id
+              for role in ("service", "public") for z in (1, 2)}
+    assert sorted(r.inputs["routeTableId"] for r in overlay) == sorted(tables.values())
+    for route in overlay:
+        assert route.name.startswith("peer-overlay-")
+        assert route.inputs["networkInterfaceId"] == node_1
+        assert set(route.inputs) == {"routeTableId", "destinationCidrBlock",
+                                     "networkInterfaceId"}
+        assert route.ignore_changes == ("networkInterfaceId",)
+        assert route.parent == f"{OVERLAY}::peer-overlay"
+    # The peer's address is outside the VPC, so no subnet could own it.
+    assert ipaddress.ip_address(cfg.peer_vip) not in ipaddress.ip_network(cfg.vpc_cidr)
+    readies = [c for c in run.of_type("command:remote:Command") if c.name.endswith("-ready")]
+    assert len(readies) == 2
+    for ready in readies:
+        assert f"{OVERLAY}::peer-overlay" in ready.depends_on
+    # The CIB's aws-vpc-move-ip moves exactly these tables' routes.
+    push = one(run, "command:remote:Command", "pacemaker-cib-push").inputs["create"]
+    assert {t.id for t in run.of_type(ROUTE_TABLE) if t.id in push} == set(tables.values())
+
+
+def test_single_az_has_none_of_the_multi_az_resources(runs):
+    """testnet keeps what it was created with: inline routes, one NAT gateway, one NLB address,
+    Secrets Manager as the only interface endpoint, secondary IPs moved by awsvip."""
+    run, cfg = runs["testnet"], cfg_of("testnet")
+    assert not cfg.multi_az
+    assert not run.of_type(ROUTE) and not run.of_type(OVERLAY)
+    assert [n.name for n in run.of_type(NAT)] == ["network-nat"]
+    assert [e.name for e in run.of_type(EIP) if e.name.startswith(("peer-lb", "network"))] \
+        == ["network-nat-eip", "peer-lb-eip"]
+    assert sorted(t.name for t in run.of_type(ROUTE_TABLE)) == sorted(
+        ["arbiter-rt", *(f"network-{role}-rt" for role in ("public", "service", "heartbeat",
+                                                             "management"))])
+    assert all("routes" in t.inputs for t in run.of_type(ROUTE_TABLE))
+    assert {e.name for e in run.of_type(ENDPOINT)} == {"network-secretsmanager", "network-s3"}
+    assert not any("sourceDestCheck" in e.inputs for e in run.of_type(ENI))
+    assert "enableCrossZoneLoadBalancing" not in run.of_type(LB)[0].inputs
+    assert not any("availabilityZone" in t.inputs for t in run.of_type(TARGET))
+    policy = one(run, ROLE_POLICY, "node-iam-fencing-and-vip").inputs["policy"]
+    assert "ec2:AssignPrivateIpAddresses" in policy and "Route" not in policy
+    push = one(run, "command:remote:Command", "pacemaker-cib-push").inputs["create"]
+    assert not any(t.id in push for t in run.of_type(ROUTE_TABLE))
+
+
+def test_multi_az_in_an_existing_vpc():
+    """Each node zone's NAT gateway still goes out through the existing VPC's gateway."""
+    run = run_stack("mainnet", {"vpcId": "vpc-0abc12345def67890",
+                                "managementAccess": "private"})
+    assert not run.of_type("aws:ec2/vpc:Vpc")
+    assert {r.inputs["vpcId"] for r in run.of_type(SUBNET)} == {"vpc-0abc12345def67890"}
+    for z in (1, 2):
+        assert _default_route_of(run, f"network-public-{z}")["gatewayId"] == "igw-0existing"
+        assert _default_route_of(run, f"network-management-{z}") is None
+    assert len(run.of_type(ROUTE)) == 4 + 4  # public and service defaults, overlay routes
 
 
 def test_quorum_arbiter(run):
@@ -547,6 +734,8 @@ def test_quorum_arbiter(run):
     assert i["rootBlockDevice"]["encrypted"] is True
     subnet = run.by_id(i["subnetId"])
     assert subnet.inputs["cidrBlock"] == cfg.arbiter_subnet_cidr
+    # Multi-AZ, a third zone: its vote survives the loss of either node's zone.
+    assert subnet.inputs["availabilityZone"] == cfg.arbiter_zone
     [sg_id] = i["vpcSecurityGroupIds"]
     rules = [r.inputs for r in run.of_type(INGRESS) if r.inputs["securityGroupId"] == sg_id]
     assert sorted((r["fromPort"], r["cidrIpv4"]) for r in rules) == sorted(

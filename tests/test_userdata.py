@@ -279,8 +279,11 @@ def test_peer_and_citizen_units(stack_run):
 def test_compose_files(stack_run):
     stack, run = stack_run
     cfg = load_stack_file(str(PROJECT_DIR / f"Pulumi.{stack}.yaml"), stack=stack)
-    nlb_ip = run.outputs["nlbPublicIp"]
-    for payload in payloads_of(run):
+    # Single-AZ: the NLB's Elastic IP; multi-AZ: its DNS name (README: One AZ or three).
+    endpoint = run.outputs["p2pEndpoint"]
+    host = endpoint.rsplit(":", 1)[0]
+    assert (host == run.outputs["nlbDnsName"]) is cfg.multi_az
+    for index, payload in enumerate(payloads_of(run)):
         files = files_of(payload)
         peer = yaml.safe_load(files["/etc/prep-ha/peer.yml"]["content"])["services"]["icon2-node"]
         ctz = yaml.safe_load(files["/etc/prep-ha/ctz.yml"]["content"])["services"]["icon2-node"]
@@ -299,7 +302,10 @@ def test_compose_files(stack_run):
             f"ICON_IMAGE=iconloop/icon2-node:{cfg.icon_image_tag}\n"
         assert peer["environment"]["ROLE"] == 3
         assert ctz["environment"]["ROLE"] == 0
-        assert peer["environment"]["GOLOOP_P2P"] == f"{nlb_ip}:7100"
+        assert peer["environment"]["GOLOOP_P2P"] == endpoint and endpoint.endswith(":7100")
+        # The citizen advertises its VIP, or (multi-AZ, no VIP) its node's own address.
+        assert ctz["environment"]["GOLOOP_P2P"] == \
+            f"{cfg.citizen_vip or cfg.nodes[index].service_ip}:7100"
         # The key only in the read-only tmpfs mount; nothing secret in the environment
         # (Docker keeps it in config.v2.json) and no keystore in /goloop/config (the image's
         # start-up would write KEY_PASSWORD over GOLOOP_KEY_SECRET).
@@ -353,7 +359,7 @@ def test_node_network_owned_by_networkd(stack_run, tmp_path, node_tools):
         assert "\nAddress=" not in service  # no VIP, no secondary address at all
         assert f"Address={node.heartbeat_ip}/24" in files["10-netplan-heartbeat.network"]
         mgmt = files["10-netplan-management.network"]
-        gateway = cfg.management_subnet_cidr.replace(".0/24", ".1")
+        gateway = node.zone.management_cidr.replace(".0/24", ".1")
         assert f"Address={node.management_ip}/24" in mgmt
         assert f"Gateway={gateway}" in mgmt and "Table=102" in mgmt
         assert f"From={node.management_ip}" in mgmt and "Priority=102" in mgmt

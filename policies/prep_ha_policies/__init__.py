@@ -23,6 +23,13 @@ from .mainnet import mainnet_termination_protection
 from .quorum import quorum_split_rule, quorum_token_bounds, stonith_host_map_distinct
 from .secrets import secrets_manager_values, secrets_plain_inputs
 from .stonith import stonith_cluster_config, stonith_fence_permissions
+from .topology import (
+    topology_api_endpoints,
+    topology_mainnet_multi_az,
+    topology_multi_az_placement,
+    topology_overlay_routing,
+    topology_route_iam_scope,
+)
 
 POLICIES: list[Policy] = [
     stonith_cluster_config,
@@ -45,4 +52,9 @@ POLICIES: list[Policy] = [
     secrets_keystore_guarded,
     secrets_not_on_argv,
     mainnet_termination_protection,
+    topology_multi_az_placement,
+    topology_overlay_routing,
+    topology_api_endpoints,
+    topology_route_iam_scope,
+    topology_mainnet_multi_az,
 ]

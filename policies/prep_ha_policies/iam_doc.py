@@ -1,4 +1,5 @@
-"""Just enough IAM policy evaluation to tell whether a role can fence, and only its cluster."""
+"""Just enough IAM policy evaluation to tell whether a role can fence or move a route, and
+only its cluster's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any
 
 # An instance ARN naming one instance, not a wildcard over all of them.
 _ONE_INSTANCE = re.compile(r"^arn:[^:]+:ec2:[^:]*:[^:]*:instance/i-[0-9a-f]+$")
+# Route tables, and nothing else a wildcard could also name.
+_ROUTE_TABLES = re.compile(r"^arn:[^:]+:ec2:[^:]*:[^:]*:route-table/[A-Za-z0-9*?-]+$")
+# Operators that grant only when the tag has the value (a negated one grants everywhere else).
+_POSITIVE = ("stringequals", "stringlike", "stringequalsignorecase")
 
 
 def statements(document: Any) -> Iterator[Mapping[str, Any]]:
@@ -58,3 +63,22 @@ def is_scoped(stmt: Mapping[str, Any]) -> bool:
     resources = _list(stmt.get("Resource"))
     return bool(resources) and "NotResource" not in stmt and all(
         _ONE_INSTANCE.match(r) for r in resources)
+
+
+def has_tag_condition(stmt: Mapping[str, Any], tag: str) -> bool:
+    """Granted only on resources whose tag `tag` has the given value."""
+    condition = stmt.get("Condition") or {}
+    for operator, tests in condition.items():
+        if not isinstance(tests, Mapping) or operator.lower().removeprefix(
+                "forallvalues:").removeprefix("foranyvalue:") not in _POSITIVE:
+            continue
+        if any(key.lower().endswith(f"resourcetag/{tag.lower()}") and tests[key] not in ("*", "")
+               for key in tests):
+            return True
+    return False
+
+
+def on_route_tables_only(stmt: Mapping[str, Any]) -> bool:
+    resources = _list(stmt.get("Resource"))
+    return bool(resources) and "NotResource" not in stmt and all(
+        _ROUTE_TABLES.match(r) for r in resources)

@@ -35,6 +35,16 @@ SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_POLICY = "aws:secretsmanager/secretPolicy:SecretPolicy"
 COMMANDS = ("command:remote:Command", "command:local:Command")
+VPC = "aws:ec2/vpc:Vpc"
+VPC_CIDR = "aws:ec2/vpcIpv4CidrBlockAssociation:VpcIpv4CidrBlockAssociation"
+SUBNET = "aws:ec2/subnet:Subnet"
+NETWORK_INTERFACE = "aws:ec2/networkInterface:NetworkInterface"
+ROUTE = "aws:ec2/route:Route"
+ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+ROUTE_TABLE_ASSOCIATION = "aws:ec2/routeTableAssociation:RouteTableAssociation"
+VPC_ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+TARGET_GROUP_ATTACHMENT = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
 
 
 def get(obj: Any, *path: str | int) -> Any:
@@ -84,8 +94,11 @@ def of_type(resources: Sequence[PolicyResource], *types: str) -> list[PolicyReso
     return [r for r in resources if r.resource_type in types]
 
 
-# components/tags.py: the quorum arbiter is the one instance that is not a cluster node.
+# components/tags.py: the quorum arbiter is the one instance that is not a cluster node; the
+# nodes' IAM may change only resources carrying the cluster tag.
 ROLE_TAG, ARBITER_ROLE = "prep-ha:role", "arbiter"
+CLUSTER_TAG = "prep-ha:cluster"
+NODE_TAG = "prep-ha:node"
 
 
 def is_arbiter(instance: PolicyResource) -> bool:
@@ -99,3 +112,7 @@ def is_arbiter(instance: PolicyResource) -> bool:
 def cluster_nodes(resources: Sequence[PolicyResource]) -> list[PolicyResource]:
     """The instances that are cluster nodes (every instance but the quorum arbiter)."""
     return [r for r in of_type(resources, INSTANCE) if not is_arbiter(r)]
+
+
+def arbiters(resources: Sequence[PolicyResource]) -> list[PolicyResource]:
+    return [r for r in of_type(resources, INSTANCE) if is_arbiter(r)]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from pulumi_policy import PolicyResource
 
-from .props import UnknownValueError, get
+from .props import UnknownValueError, get, strings
 
 _IDENTITIES = ("id", "name", "arn")
 
@@ -28,20 +28,21 @@ def _identities(resource: PolicyResource) -> set[str]:
 
 
 def referenced(resource: PolicyResource, prop: str,
-               candidates: Sequence[PolicyResource]) -> list[PolicyResource]:
-    """The candidates `resource.<prop>` refers to.
+               candidates: Sequence[PolicyResource], *within: str | int) -> list[PolicyResource]:
+    """The candidates `resource.<prop>` (or a value inside it, at `within`) refers to.
 
-    Raises UnknownValueError when the value is unknown and no dependency names the target.
+    A list or mapping refers to every candidate one of its known strings names. Raises
+    UnknownValueError when the value is unknown and no dependency names the target.
     """
     deps = resource.property_dependencies.get(prop, [])
     found = [c for c in candidates if any(c is d for d in deps)]
     try:
-        value = get(resource.props, prop)
+        value = get(resource.props, prop, *within)
     except UnknownValueError:
         if not found:
             raise
         return found
-    if isinstance(value, str):
-        found += [c for c in candidates
-                  if not any(c is f for f in found) and value in _identities(c)]
+    names = set(strings(value))
+    found += [c for c in candidates
+              if not any(c is f for f in found) and names & _identities(c)]
     return found

@@ -86,7 +86,7 @@ stonith_cluster_config = StackValidationPolicy(
 )
 
 
-def _role_documents(role: PolicyResource, resources: Sequence[PolicyResource]) -> Iterator[object]:
+def role_documents(role: PolicyResource, resources: Sequence[PolicyResource]) -> Iterator[object]:
     """Policy documents attached to `role`: inline, RolePolicy, and attached managed policies."""
     for inline in get(role.props, "inlinePolicies") or ():
         yield get(inline, "policy")
@@ -101,7 +101,7 @@ def _role_documents(role: PolicyResource, resources: Sequence[PolicyResource]) -
 
 
 def _fence_problems(role: PolicyResource, resources: Sequence[PolicyResource]) -> list[str]:
-    stmts = [s for doc in _role_documents(role, resources) for s in statements(doc)]
+    stmts = [s for doc in role_documents(role, resources) for s in statements(doc)]
     problems = []
     for action in FENCE_ACTIONS:
         allowed = [s for s in stmts if is_allow(s) and grants(s, action)]
@@ -114,8 +114,9 @@ def _fence_problems(role: PolicyResource, resources: Sequence[PolicyResource]) -
     return problems
 
 
-def _instance_roles(instance: PolicyResource,
-                    resources: Sequence[PolicyResource]) -> list[PolicyResource]:
+def instance_roles(instance: PolicyResource,
+                   resources: Sequence[PolicyResource]) -> list[PolicyResource]:
+    """The roles of the instance profile `instance` runs with."""
     profiles = referenced(instance, "iamInstanceProfile", of_type(resources, INSTANCE_PROFILE))
     roles = of_type(resources, ROLE)
     return [role for p in profiles for role in referenced(p, "role", roles)]
@@ -130,7 +131,7 @@ def _validate_fence_permissions(args: StackValidationArgs, report: ReportViolati
                    "so Pacemaker could never recover the peer. Fix: set disable_api_stop=False.",
                    instance.urn)
         try:
-            roles = _instance_roles(instance, args.resources)
+            roles = instance_roles(instance, args.resources)
             problems = {role.urn: _fence_problems(role, args.resources) for role in roles}
         except UnknownValueError as e:
             pending.append(e)

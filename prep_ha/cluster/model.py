@@ -17,6 +17,15 @@ HOLDS_PEER = "/usr/local/sbin/prep-ha-holds-peer"
 # The node's own agents (cloud-init/files/): the packaged awsvip and fence_aws, made to ride out
 # an EC2 API outage and a hung guest (see their headers).
 AWSVIP_AGENT = "ocf:prep-ha:awsvip"
+# Multi-AZ: the peer's overlay IP, routed to the active node's service ENI in every route table
+# that must reach it (the tables' ids reach the bootstrap as this environment variable).
+OVERLAY_AGENT = "ocf:heartbeat:aws-vpc-move-ip"
+ROUTE_TABLES_ENV = "PREP_HA_ROUTE_TABLES"
+# The service ENI (device index 0) by the alternative name prep-ha-network gives it at boot:
+# the kernel's own name depends on the instance type and systemd's naming scheme.
+SERVICE_NIC = "prep-ha-service"
+# The AWS CLI with bounded timeouts (cloud-init/files/prep-ha-aws).
+AWS_CLI = "/usr/local/sbin/prep-ha-aws"
 FENCE_AGENT = "fence_aws_skip_os_shutdown"
 FENCE_RESTART = "/usr/local/sbin/prep-ha-fence-restart"
 ALERT_AGENT = "/usr/local/sbin/prep-ha-alert"
@@ -162,12 +171,26 @@ class ClusterModel:
     def group(self, group_id: str) -> Group:
         return next(g for g in self.groups if g.id == group_id)
 
+    @property
+    def environment(self) -> tuple[str, ...]:
+        """The variables the bootstrap script needs, known only once AWS created what they
+        name: the nodes' instance ids, then (multi-AZ) the overlay IP's route tables."""
+        expand = f"${{{ROUTE_TABLES_ENV}}}"
+        routes = any(v == expand for g in self.groups for r in g.members for _, v in r.params)
+        return (*(n.instance_id_env for n in self.nodes), *((ROUTE_TABLES_ENV,) if routes else ()))
+
     def property(self, name: str) -> str | None:
         return dict(self.properties).get(name)
 
 
-def _vip_members(prefix: str, vip: str, prefix_len: int, region: str, unit: str,
-                 unit_monitor: Op) -> tuple[Primitive, ...]:
+def _service(prefix: str, unit: str, monitor: Op) -> Primitive:
+    # Start and stop timeouts cover `docker-compose up/down` of a node with a large chain.
+    return Primitive(f"{prefix}-service", f"systemd:{unit}", (),
+                     (Op("start", "0s", "180s"), Op("stop", "0s", "180s"), monitor))
+
+
+def _vip_members(prefix: str, vip: str, prefix_len: int, region: str) -> tuple[Primitive, ...]:
+    """Single-AZ: the address is a secondary IP of the service subnet."""
     return (
         # The VIP is a secondary IP of this instance's primary ENI, moved through the EC2 API
         # (AssignPrivateIpAddresses --allow-reassignment). The monitor reads the instance
@@ -185,10 +208,25 @@ def _vip_members(prefix: str, vip: str, prefix_len: int, region: str, unit: str,
                   (("ip", vip), ("cidr_netmask", str(prefix_len))),
                   (Op("start", "0s", "20s"), Op("stop", "0s", "20s"),
                    Op("monitor", "10s", "20s"))),
-        # Start and stop timeouts cover `docker-compose up/down` of a node with a large chain.
-        Primitive(f"{prefix}-service", f"systemd:{unit}", (),
-                  (Op("start", "0s", "180s"), Op("stop", "0s", "180s"), unit_monitor)),
     )
+
+
+def _overlay_member(vip: str, region: str) -> Primitive:
+    """Multi-AZ: a private IP belongs to one subnet, so one AZ; the peer's address is an
+    overlay IP outside the VPC instead, routed to the active node's service ENI. Start
+    replaces the /32 route in each table (the routes exist: Pulumi creates them) and adds the
+    address to the NIC; the regular monitor only looks at the NIC (monapi=false, no API call),
+    so an EC2 API outage never looks like a lost address; stop makes no API call at all."""
+    return Primitive(
+        "peer-overlay", OVERLAY_AGENT,
+        (("ip", vip), ("interface", SERVICE_NIC), ("routing_table", f"${{{ROUTE_TABLES_ENV}}}"),
+         ("region", region), ("awscli", AWS_CLI),
+         # The route names the ENI (device 0) the address is on; an instance id would also
+         # match a route to the instance's other ENIs.
+         ("lookup_type", "NetworkInterfaceId")),
+        # Start: one ReplaceRoute per table (four, each at most 20 s with prep-ha-aws's
+        # timeouts, one second apart).
+        (Op("start", "0s", "120s"), Op("stop", "0s", "30s"), Op("monitor", "10s", "30s")))
 
 
 def consensus_ms(token_ms: int, nodes: int = 2) -> int:
@@ -241,20 +279,25 @@ def build_model(cfg: StackConfig) -> ClusterModel:
         # without fencing once the API is back.
         ops=(Op("monitor", "60s", "60s", on_fail="ignore"),),
     )
+    if cfg.citizen_vip is None:  # multi-AZ
+        peer_address: tuple[Primitive, ...] = (_overlay_member(cfg.peer_vip, cfg.region),)
+        # The citizen serves nothing inbound: its node's own address is enough.
+        ctz_address: tuple[Primitive, ...] = ()
+    else:
+        peer_address = _vip_members("peer", cfg.peer_vip, cfg.service_prefix_len, cfg.region)
+        ctz_address = _vip_members("ctz", cfg.citizen_vip, cfg.service_prefix_len, cfg.region)
     peer = Group(
         PEER_GROUP,
         # A validator misses blocks within seconds: a 2 s monitor (a D-Bus query of the unit)
         # instead of the guide's 1 min.
-        _vip_members("peer", cfg.peer_vip, cfg.service_prefix_len, cfg.region, "peer",
-                     Op("monitor", "2s", "30s")),
+        (*peer_address, _service("peer", "peer", Op("monitor", "2s", "30s"))),
         # priority feeds priority-fencing-delay: the node holding Peer wins a fence race.
         meta=(("priority", "10"),),
     )
     ctz = Group(
         CTZ_GROUP,
         # The citizen only keeps the chain synced; a slower monitor is fine.
-        _vip_members("ctz", cfg.citizen_vip, cfg.service_prefix_len, cfg.region, "ctz",
-                     Op("monitor", "30s", "30s")),
+        (*ctz_address, _service("ctz", "ctz", Op("monitor", "30s", "30s"))),
     )
     if cfg.quorum_arbiter:
         # The qdevice timeout is the token: qnetd drops a frozen node's client no sooner than

@@ -95,7 +95,8 @@ def _q(token: str) -> str:
 
 
 def _kv(pairs: tuple[tuple[str, str], ...]) -> list[str]:
-    return [f"{k}={v}" for k, v in pairs]
+    # A value naming a variable (the overlay's route tables) is expanded by the script.
+    return [Expand(f"{k}={v}") if v.startswith("${") else f"{k}={v}" for k, v in pairs]
 
 
 def _ops(ops: tuple[Op, ...]) -> list[str]:
@@ -228,12 +229,13 @@ def render_script(model: ClusterModel, *, hacluster_secret_id: str) -> str:
     """The bootstrap script for node 1. Deterministic: the same model gives the same bytes."""
     nodes = model.nodes
     name = model.corosync.cluster_name
+    what = {n.instance_id_env: f"instance id of {n.name}" for n in nodes}
     env_checks = "\n".join(
-        f'  : "${{{n.instance_id_env}:?instance id of {n.name} (set by the bootstrap)}}"'
-        for n in nodes)
+        f'  : "${{{env}:?{what.get(env, "route tables of the peer address")} '
+        '(set by the bootstrap)}"' for env in model.environment)
     auth_nodes = " ".join(f"{shlex.quote(n.name)} addr={n.heartbeat_ip}" for n in nodes)
     node_names = " ".join(shlex.quote(n.name) for n in nodes)
-    ids = " ".join(f'"${{{n.instance_id_env}}}"' for n in nodes)
+    ids = " ".join(f'"${{{env}}}"' for env in model.environment)
     build = "\n".join("  " + _line(PCS_F, argv) for argv in cib_commands(model))
     health_groups = " ".join(
         shlex.quote(g.id + "=" + ",".join(r.id for r in g.members)) for g in model.groups)
@@ -307,7 +309,8 @@ setup() {{
 push() {{
   require_instance_ids
   local digest current
-  digest=$(printf '%s %s %s' "$MODEL_DIGEST" {ids} | sha256sum | cut -c1-16)
+  digest=$(printf '{" ".join(["%s"] * (len(model.environment) + 1))}' "$MODEL_DIGEST" {ids} \
+    | sha256sum | cut -c1-16)
   current=$(crm_attribute --type crm_config --name {DIGEST_ATTR} --query --quiet \
     2>/dev/null || true)
   if [ "$digest" = "$current" ]; then

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP, ClusterModel
+from prep_ha.cluster.model import CTZ_GROUP, PEER_GROUP, ROUTE_TABLES_ENV, ClusterModel
 from prep_ha.cluster.pcs import render_script
 from prep_ha.nodetools import NodeTools, node_tools
 
@@ -128,8 +128,8 @@ class Simulator:
         script.write_text(render_script(self.model, hacluster_secret_id="simulation"))
         cib = self.dir / "configured.xml"
         cib.write_text(self.run(["cibadmin", "--empty"]))
-        ids = {n.instance_id_env: f"i-sim{n.node_id:013d}" for n in self.model.nodes}
-        self.run(["bash", str(script), "build-cib", str(cib)], env=ids)
+        self.run(["bash", str(script), "build-cib", str(cib)],
+                 env=placeholder_environment(self.model))
         # Check the configuration as pushed, before simulated nodes (with no status) exist.
         self.run(["crm_verify", "--xml-file", str(cib)])
         for n in self.model.nodes:
@@ -303,3 +303,12 @@ def fencing_failure_report(model: ClusterModel, sim: Simulator) -> tuple[Transit
     """Node 1 fails and fencing it fails: which actions of the transition can never run."""
     t = sim.simulate(sim.steady().output_cib, "--node-fail", sim.node1)
     return t, t.blocked_by(fence_key(model, sim.node1))
+
+
+def placeholder_environment(model: ClusterModel) -> dict[str, str]:
+    """Stand-ins for what AWS names at deploy time (ClusterModel.environment), for building a
+    CIB without a cloud."""
+    env = {n.instance_id_env: f"i-sim{n.node_id:013d}" for n in model.nodes}
+    if ROUTE_TABLES_ENV in model.environment:
+        env[ROUTE_TABLES_ENV] = "rtb-sim00000000000001,rtb-sim00000000000002"
+    return env

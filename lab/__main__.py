@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
                        "operations: switchover, upgrade, roll-refused, restore-refused, "
                        "replace, replace-lost, payload-roll, payload-corrupt")
     bench = sub.add_parser("bench", help="failover time, product vs guide settings")
-    bench.add_argument("--stack", default="testnet")
+    bench.add_argument("--stack", default="testnet", help="a single-AZ stack")
+    bench.add_argument("--multi-az-stack", default="mainnet",
+                       help="a multi-AZ stack, measured in the same run ('' for none)")
+    bench.add_argument("--node-only", action="store_true",
+                       help="only the node takeover: product (both topologies) and guide")
     bench.add_argument("--runs", type=int, default=3)
     bench.add_argument("--tokens", action="store_true",
                        help="instead: the stall each corosync token survives (lab/tokens.py)")
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(tokens.report(tokens.sweep(lab)))
             return 0
         from lab.bench import bench
-        bench(Lab.from_stack(args.stack).cfg, args.runs)
+        multi = Lab.from_stack(args.multi_az_stack).cfg if args.multi_az_stack else None
+        bench(Lab.from_stack(args.stack).cfg, args.runs, multi_az_cfg=multi,
+              node_only=args.node_only)
         return 0
     return 2
 

@@ -3,7 +3,10 @@
     sudo python3 -m lab bench --runs 3      # brings the lab up three times, torn down after
 
 Variants, each its own lab:
-  product         the stack as deployed (fence_aws_skip_os_shutdown)
+  product         the stack as deployed (fence_aws_skip_os_shutdown), single-AZ (--stack)
+  product, multi-AZ
+                  the multi-AZ stack (--multi-az-stack): the same cluster, the peer's address
+                  an overlay IP whose four routes aws-vpc-move-ip replaces; node takeover only
   product, packaged fence_aws
                   the same cluster fencing with Debian's fence_aws (no SkipOsShutdown): only
                   the node takeover, to show what EC2's wait for a hung guest costs
@@ -13,7 +16,8 @@ Measured:
   stall   - the active node frozen whole for a growing share of the token (a platform pause),
             then thawed: kept if nobody was fenced and the peer did not move
   node    - the active node hangs: detection (until the fence agent calls StopInstances),
-            fencing (until the VIP moves), starts (until the peer answers); EC2 waits
+            fencing (until the VIP moves: its first AssignPrivateIpAddresses, or ReplaceRoute
+            of the overlay IP), starts (until the peer answers); EC2 waits
             HUNG_WAIT_S for the hung guest's OS shutdown unless the stop skips it (the guide's
             runs: no wait, as the lab measured it before it modelled the wait)
   service - the peer process dies once: detection and restart, then answering
@@ -216,18 +220,39 @@ def _takeover(label: str, runs: list[dict[str, float]]) -> list[str]:
             f"   {'':36}   medians: {_phases(runs)}"]
 
 
-def report(product: Variant, packaged: Variant, guide: Variant) -> str:
-    def median(v: Variant, failure: str) -> float:
-        return statistics.median(r["total"] for r in v.runs[failure])
+def _median(v: Variant, failure: str) -> float:
+    return statistics.median(r["total"] for r in v.runs[failure])
 
-    lines = ["", "== stall tolerance: the longest freeze of the active node with nobody fenced "
-             "and the peer unmoved", _stalls(product), _stalls(guide),
-             "", "== node takeover: the active node hangs, until the peer answers from the "
+
+def _node_takeover(product: Variant, guide: Variant, multi_az: Variant | None) -> list[str]:
+    lines = ["", "== node takeover: the active node hangs, until the peer answers from the "
              "other node (fence included)",
              *_takeover(f"product (EC2 waits {product.hung_wait_s:g} s, skipped)",
                         product.runs["node"]),
              *_takeover("guide (EC2 stops a hung guest at once)", guide.runs["node"]),
-             f"   product/guide = {median(product, 'node') / median(guide, 'node'):.2f}",
+             f"   product/guide = {_median(product, 'node') / _median(guide, 'node'):.2f}"]
+    if multi_az is not None:
+        lines += [*_takeover("product, multi-AZ (wait skipped too)", multi_az.runs["node"]),
+                  f"   multi-AZ/single-AZ = "
+                  f"{_median(multi_az, 'node') / _median(product, 'node'):.2f}, "
+                  f"multi-AZ/guide = {_median(multi_az, 'node') / _median(guide, 'node'):.2f}"]
+    return lines
+
+
+def _bring_up(*variants: Variant | None) -> list[str]:
+    return [f"   bring-up ({v.name}): {v.bring_up['total']:.1f} s" for v in variants if v]
+
+
+def node_report(product: Variant, guide: Variant, multi_az: Variant | None = None) -> str:
+    return "\n".join([*_node_takeover(product, guide, multi_az),
+                      *_bring_up(product, guide, multi_az)])
+
+
+def report(product: Variant, packaged: Variant, guide: Variant,
+           multi_az: Variant | None = None) -> str:
+    lines = ["", "== stall tolerance: the longest freeze of the active node with nobody fenced "
+             "and the peer unmoved", _stalls(product), _stalls(guide),
+             *_node_takeover(product, guide, multi_az),
              "", f"== the same takeover when EC2 waits {product.hung_wait_s:g} s for a hung "
              "guest's OS shutdown (lab model)",
              *_takeover("product, SkipOsShutdown", product.runs["node"]),
@@ -235,22 +260,32 @@ def report(product: Variant, packaged: Variant, guide: Variant) -> str:
              "", "== service failure: the peer process dies, until it answers again",
              *_takeover("product", product.runs["service"]),
              *_takeover("guide", guide.runs["service"]),
-             f"   product/guide = {median(product, 'service') / median(guide, 'service'):.2f}"]
+             f"   product/guide = "
+             f"{_median(product, 'service') / _median(guide, 'service'):.2f}"]
     if "split" in product.runs:
         lines.append(f"\n== split: {len(product.runs['split'])} runs, 0 failed peer probes, "
                      "only the standby fenced (each run checked by the drill)")
-    for v in (product, packaged, guide):
-        lines.append(f"   bring-up ({v.name}): {v.bring_up['total']:.1f} s")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_bring_up(product, packaged, guide, multi_az)])
 
 
 def bench(cfg: StackConfig, runs: int, run_dir: Path = RUN_DIR,
-          echo: Callable[[str], None] = print) -> list[Variant]:
+          echo: Callable[[str], None] = print,
+          multi_az_cfg: StackConfig | None = None, node_only: bool = False) -> list[Variant]:
+    """`cfg` a single-AZ stack; `multi_az_cfg`, if given, a multi-AZ one measured too.
+    `node_only`: the node takeover of the product (both topologies) and the guide, nothing
+    else (no stall series, no service failure, no packaged fence_aws)."""
     product = measure(cfg, "product", None, runs, run_dir, echo,
-                      ("node", "service", "split"), HUNG_WAIT_S, stalls=True)
+                      ("node",) if node_only else ("node", "service", "split"), HUNG_WAIT_S,
+                      stalls=not node_only)
+    multi_az = None if multi_az_cfg is None else measure(
+        multi_az_cfg, "multi-AZ", None, runs, run_dir, echo, ("node",), HUNG_WAIT_S,
+        stalls=False)
+    guide = measure(cfg, "guide", guide_model(cfg), runs, run_dir, echo,
+                    ("node",) if node_only else ("node", "service"), 0, stalls=not node_only)
+    if node_only:
+        echo(node_report(product, guide, multi_az))
+        return [product, guide, *([multi_az] if multi_az else [])]
     packaged = measure(cfg, "packaged", packaged_fence_agent(build_model(cfg)), runs, run_dir,
                        echo, ("node",), HUNG_WAIT_S, stalls=False)
-    guide = measure(cfg, "guide", guide_model(cfg), runs, run_dir, echo, ("node", "service"),
-                    0, stalls=True)
-    echo(report(product, packaged, guide))
-    return [product, packaged, guide]
+    echo(report(product, packaged, guide, multi_az))
+    return [product, packaged, guide, *([multi_az] if multi_az else [])]

@@ -50,6 +50,15 @@ def missing_tools() -> list[str]:
     return [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
 
 
+def lab_skip_reason() -> str | None:
+    """Why this machine cannot run the lab, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, nspawn, loop devices)"
+    if missing := missing_tools():
+        return f"the lab needs {', '.join(missing)} (bash .ci/run installs them)"
+    return None
+
+
 @dataclass
 class Status:
     online: tuple[str, ...]  # cluster members, standby or not

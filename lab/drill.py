@@ -26,7 +26,7 @@ from lab.netns import heal, ns_argv, run, set_cable, split, wait_for
 from lab.node import NodeSpec, exec_in, exec_proc, freeze, is_on, kill_matching
 from lab.observe import Prober, Sampler, is_role, roles_on
 from lab.topology import CLOUD_NS, Cables
-from lab.weather import heal_zones
+from lab.weather import heal_zones, route_split
 
 FAILOVER_TIMEOUT = 300
 RESTORE_TIMEOUT = 600
@@ -229,8 +229,12 @@ class Drill:
         return r
 
     def _split_nodes(self, a: NodeSpec, b: NodeSpec) -> None:
-        """Cut every link between the two nodes; both still reach the VPC and the arbiter."""
+        """Cut every link between the two nodes; both still reach the VPC and the arbiter.
+        At the switch for the subnets they share, at the VPC router for the rest (multi-AZ)."""
         split([n.outer for n in a.nics], [n.outer for n in b.nics])
+        deployment = self.lab.deployment()
+        ips = [[ip for e in deployment.node(n.name).enis for ip in e.private_ips] for n in (a, b)]
+        route_split(*ips)
 
     def split_with_arbiter(self) -> CaseResult:
         """The nodes lose each other: the arbiter's vote goes to the peer's side, so only the
@@ -245,6 +249,7 @@ class Drill:
                      f"{standby.name} to be fenced")
             r.check(f"{standby.name} was fenced (+{time.time() - t0:.1f} s)", True)
             heal()
+            heal_zones(self.lab.run_dir)
             self._rejoin(r, t0, standby, active, sampler, prober, t0)
         r.check(f"{active.name} was not fenced", active.name not in self.stops(t0))
         r.check("the peer VIP never moved", not self._vip_moves(t0))

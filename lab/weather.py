@@ -62,12 +62,21 @@ def set_hung_stop_wait(run_dir: Path, seconds: float) -> None:
 
 
 def _zone_chain(rules: list[list[str]]) -> None:
-    """The cloud host's (the VPC router's) filter for the drill's zone failures."""
-    in_ns(CLOUD_NS, "iptables", "-N", ZONE_CHAIN)
-    for hook in ("INPUT", "FORWARD"):
-        in_ns(CLOUD_NS, "iptables", "-I", hook, "-j", ZONE_CHAIN)
+    """The cloud host's (the VPC router's) filter for the drill's zone failures and splits,
+    removed by heal_zones."""
+    if in_ns(CLOUD_NS, "iptables", "-n", "-L", ZONE_CHAIN, check=False) == "":
+        in_ns(CLOUD_NS, "iptables", "-N", ZONE_CHAIN)
+        for hook in ("INPUT", "FORWARD"):
+            in_ns(CLOUD_NS, "iptables", "-I", hook, "-j", ZONE_CHAIN)
     for rule in rules:
         in_ns(CLOUD_NS, "iptables", "-A", ZONE_CHAIN, *rule, "-j", "DROP")
+
+
+def route_split(a: list[str], b: list[str]) -> None:
+    """The VPC router forwards nothing between addresses `a` and `b` (hosts in different
+    subnets, which a cut at the switch does not separate: multi-AZ nodes)."""
+    _zone_chain([["-s", x, "-d", y] for x in a for y in b]
+                + [["-s", y, "-d", x] for x in a for y in b])
 
 
 def heal_zones(run_dir: Path) -> None:

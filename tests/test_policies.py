@@ -378,8 +378,6 @@ MUTATIONS: dict[str, tuple[Mutation, str, str]] = {
                                          f"set -euo pipefail\necho '{FAKE_KEYSTORE}' >/k\n"),
                           "secrets-plain-inputs", "JSON keystore"),
     "secret-value-in-tag": (_password_in_tag, "secrets-manager-values", "`tags`"),
-    "placement-cluster": (_set(_is("aws:ec2/placementGroup:PlacementGroup"), strategy="cluster"),
-                          "anti-colocation-two-nodes-spread", "spread"),
     "third-instance": (_third_instance, "anti-colocation-two-nodes-spread", "3 EC2 instances"),
     "peer-enabled-in-user-data": (_enable_peer, "anti-colocation-pacemaker-only",
                                   "systemctl enable --now peer.service"),
@@ -854,6 +852,9 @@ def _add_route_grant(resources: list[CapturedResource], stack: str) -> None:
 
 TOPOLOGY_MUTATIONS: dict[str, tuple[Mutation, str, str, tuple[str, ...]]] = {
     # name: (mutation, the one policy that must fail, words of its message, stacks)
+    # Single-AZ only: two nodes in two AZs share no hardware, whatever the placement group.
+    "placement-cluster": (_set(_is("aws:ec2/placementGroup:PlacementGroup"), strategy="cluster"),
+                          "anti-colocation-two-nodes-spread", "spread", ("testnet",)),
     "arbiter-in-node-1-zone": (_arbiter_in_node_1_zone, "topology-multi-az-placement",
                                "The quorum arbiter is in ap-northeast-2a", ("mainnet",)),
     "node-2-in-node-1-zone": (_node_2_in_node_1_zone, "topology-multi-az-placement",
@@ -895,6 +896,13 @@ def test_mutating_the_topology_fails_exactly_the_matching_policy(case: str, stac
     assert any(words in m for m in messages(found, policy)), messages(found, policy)
     assert all("Fix:" in m for m in messages(found, policy))
 
+
+
+def test_nodes_in_two_zones_need_no_spread_group() -> None:
+    """The spread group keeps single-AZ nodes off one rack; two AZs share no rack anyway."""
+    resources = program("mainnet")
+    _set(_is("aws:ec2/placementGroup:PlacementGroup"), strategy="cluster")(resources, "mainnet")
+    assert "anti-colocation-two-nodes-spread" not in failing(judge("mainnet", resources))
 
 def test_the_topology_policies_have_something_to_judge() -> None:
     mainnet = [policy_resource(r, "mainnet") for r in program("mainnet")]

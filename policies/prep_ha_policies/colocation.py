@@ -17,6 +17,7 @@ from pulumi_policy import (
 
 from prep_ha.cluster.model import ClusterModel
 
+from .placement import instance_zone
 from .props import (
     BUCKET_OBJECT,
     COMMANDS,
@@ -97,9 +98,9 @@ def _validate_two_nodes(args: StackValidationArgs, report: ReportViolation) -> N
                    "two nodes (build_model).", boot.resource.urn)
     if len(instances) != NODES:
         return
-    zones = [get(i.props, "availabilityZone") for i in instances]
-    if all(isinstance(z, str) for z in zones) and len(set(zones)) == NODES:
-        return  # different AZs: a future cross-AZ mode; they cannot share hardware
+    zones = [instance_zone(i, args.resources) for i in instances]
+    if all(zones) and len(set(zones)) == NODES:
+        return  # different AZs (multi-AZ): they cannot share hardware
     groups = of_type(args.resources, PLACEMENT_GROUP)
     placed = [referenced(i, "placementGroup", groups) for i in instances]
     shared = [g for g in placed[0] if any(g is h for h in placed[1])]
